@@ -28,7 +28,7 @@ SEM_CATEGORIES: tuple[str, ...] = (
 )
 
 _READABLE_CATEGORY_NAMES = {
-    "Biological": "biological",
+    "Biological": "biological samples",
     "Fibres": "fibres",
     "Films_Coated_Surface": "films and coated surfaces",
     "MEMS_devices_and_electrodes": "MEMS devices and electrodes",
@@ -42,7 +42,7 @@ _READABLE_CATEGORY_NAMES = {
 
 
 def readable_category(category: str) -> str:
-    """`"Porous_Sponge"` -> `"porous sponges"`; unknown folder names fall back to spaced lower case."""
+    """`"Porous_Sponge"` -> `"porous sponges"` (a noun phrase: captions and answers read "shows porous sponges"); unknown folder names fall back to spaced lower case."""
     return _READABLE_CATEGORY_NAMES.get(category, category.replace("_", " ").lower())
 
 
@@ -158,6 +158,21 @@ def family_by_key(key: str) -> QuestionFamily:
         return FAMILIES_BY_KEY[key]
     except KeyError:
         raise KeyError(f"unknown question family {key!r}; known: {', '.join(FAMILIES_BY_KEY)}") from None
+
+
+ANSWER_INSTRUCTIONS = (
+    "You are an expert in electron microscopy and nanomaterials. You are shown one micrograph, a caption "
+    "that states its nanomaterial category, and numbered questions about it. Answer every question from what "
+    "is visible in the micrograph, using the caption as context. Answer each question in one to three plain "
+    "sentences (at most about 60 words). When the micrograph does not show what a question asks about, say so "
+    "briefly instead of guessing. Reply with JSON only: the field answer_N holds the answer to question N."
+)
+
+
+def question_prompt(family: QuestionFamily, category: str) -> str:
+    """The paper's context-augmented prompt: the caption, the family's title, the numbered sub-questions."""
+    numbered = "\n".join(f"{number}. {question}" for number, question in enumerate(family.questions, start=1))
+    return f"{caption_for_category(category)}\n\n**{family.title}**\n{numbered}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""`mvaema-synth`: a synthetic SEM corpus with grounded teacher answers, so the whole pipeline runs offline.
+
+Layout written under `--out DIR`, the same as a real corpus after a teacher run:
+
+    DIR/images/<Category>/s<seed>_<index>.jpg   RGB JPEG, 1024x768, data bar on ~60% of the images
+    DIR/teacher_cache.jsonl                     one TeacherRecord per image x question family
+
+Every image is drawn from its own random stream, seeded by (seed, category, index), so a corpus is the
+same byte for byte for the same arguments whatever the number of workers. Reruns are cheap and safe:
+images whose answers are all cached are skipped, so a rerun after a crash finishes the job and a rerun
+with a larger `--per-category` only adds images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .grounded_teacher import TEACHER_NAME, grounded_records
+from .question_families import PROMPT_VERSION, QUESTION_FAMILIES, SEM_CATEGORIES
+from .synthetic_micrographs import draw_micrograph
+from .teacher_cache import TeacherCache, TeacherRecord, image_content_id
+
+CACHE_FILE_NAME = "teacher_cache.jsonl"
+IMAGES_DIR_NAME = "images"
+DEFAULT_JPEG_QUALITY = 92
+# Records are appended (and fsynced) in batches: one fsync per image would dominate the run time.
+APPEND_EVERY_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class SyntheticCorpus:
+    """Where a synthetic corpus lives and what one `generate_synthetic_corpus` call did."""
+
+    image_root: Path
+    cache_path: Path
+    counts: dict[str, int]  # images per category that the call asked for (written or already present)
+    images_written: int
+    images_skipped: int  # already on disk with every answer cached
+    records_written: int
+    elapsed_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_written / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _ImageJob:
+    seed: int
+    category: str
+    index: int
+    relative_path: str  # relative to the image root, with forward slashes, as stored in the cache
+    jpeg_quality: int
+
+
+def _random_streams(job: _ImageJob) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent streams for the pixels and for the phrasing, fixed by (seed, category, index) alone."""
+    sequence = np.random.SeedSequence([job.seed, SEM_CATEGORIES.index(job.category), job.index])
+    pixels, phrasing = sequence.spawn(2)
+    return np.random.default_rng(pixels), np.random.default_rng(phrasing)
+
+
+def _render(job: _ImageJob, image_root: Path) -> list[TeacherRecord]:
+    """Draw, write and answer one image; runs in worker processes."""
+    pixels_rng, phrasing_rng = _random_streams(job)
+    image, micrograph = draw_micrograph(job.category, pixels_rng)
+    path = image_root / job.relative_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=job.jpeg_quality)
+    return grounded_records(micrograph, image_content_id(path), job.relative_path, phrasing_rng)
+
+
+def _is_answered(job: _ImageJob, image_root: Path, completed: set[tuple[str, str, str, str]]) -> bool:
+    path = image_root / job.relative_path
+    if not path.is_file():
+        return False
+    image_id = image_content_id(path)
+    return all((image_id, family.key, PROMPT_VERSION, TEACHER_NAME) in completed for family in QUESTION_FAMILIES)
+
+
+@contextmanager
+def _mapper(workers: int) -> Iterator:
+    """An order-preserving map: in-process for one worker, over a process pool otherwise."""
+    if workers == 1:
+        yield map
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield partial(pool.map, chunksize=4)
+
+
+def _validate(per_category: int, seed: int, workers: int, categories: Sequence[str], jpeg_quality: int) -> None:
+    if not isinstance(per_category, int) or per_category < 1:
+        raise ValueError(f"per_category must be a positive integer (got {per_category!r})")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (got {seed!r})")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer (got {workers!r})")
+    unknown = [category for category in categories if category not in SEM_CATEGORIES]
+    if unknown or not categories:
+        raise ValueError(
+            f"unknown or no categories {unknown or list(categories)}; choose from {', '.join(SEM_CATEGORIES)}"
+        )
+    if not 1 <= jpeg_quality <= 95:
+        raise ValueError(f"jpeg_quality must be within 1..95 (got {jpeg_quality})")
+
+
+def generate_synthetic_corpus(
+    out_dir: str | os.PathLike,
+    per_category: int,
+    seed: int = 0,
+    *,
+    workers: int = 1,
+    categories: Sequence[str] = SEM_CATEGORIES,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    progress: bool = False,
+) -> SyntheticCorpus:
+    """Write `per_category` synthetic micrographs for each of `categories` under `out_dir`, with answers.
+
+    Images already on disk whose answers are all in the cache are kept as they are.
+    """
+    _validate(per_category, seed, workers, categories, jpeg_quality)
+    out_dir = Path(out_dir)
+    image_root = out_dir / IMAGES_DIR_NAME
+    cache = TeacherCache(out_dir / CACHE_FILE_NAME)
+    jobs = [
+        _ImageJob(seed, category, index, f"{category}/s{seed}_{index:05d}.jpg", jpeg_quality)
+        for category in categories
+        for index in range(per_category)
+    ]
+    completed = cache.completed_keys()
+    pending = [job for job in jobs if not _is_answered(job, image_root, completed)]
+
+    start = time.perf_counter()
+    records_written, batch = 0, []
+    with _mapper(workers) as mapped:
+        results = mapped(partial(_render, image_root=image_root), pending)
+        for done, records in enumerate(tqdm(results, total=len(pending), unit="image", disable=not progress), start=1):
+            batch.extend(records)
+            if done % APPEND_EVERY_IMAGES == 0 or done == len(pending):
+                cache.append_many(batch)
+                records_written, batch = records_written + len(batch), []
+    return SyntheticCorpus(
+        image_root=image_root,
+        cache_path=cache.path,
+        counts=dict(Counter(job.category for job in jobs)),
+        images_written=len(pending),
+        images_skipped=len(jobs) - len(pending),
+        records_written=records_written,
+        elapsed_seconds=time.perf_counter() - start,
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvaema-synth",
+        description="Write a synthetic SEM corpus (images + grounded teacher cache) for running MVaEMa offline.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory (images/ and teacher_cache.jsonl)")
+    parser.add_argument("--per-category", required=True, type=int, help="images per category")
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0); same seed, same bytes")
+    parser.add_argument("--workers", type=int, default=1, help="processes to render with (default 1)")
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        choices=SEM_CATEGORIES,
+        default=list(SEM_CATEGORIES),
+        metavar="CATEGORY",
+        help="subset of the SEM categories (default: all ten)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help=f"JPEG quality (default {DEFAULT_JPEG_QUALITY})"
+    )
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        corpus = generate_synthetic_corpus(
+            args.out,
+            args.per_category,
+            args.seed,
+            workers=args.workers,
+            categories=args.categories,
+            jpeg_quality=args.jpeg_quality,
+            progress=args.progress,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    print(
+        f"{corpus.images_written} images written ({corpus.images_skipped} already complete), "
+        f"{corpus.records_written} teacher records -> {corpus.cache_path} "
+        f"in {corpus.elapsed_seconds:.1f} s ({corpus.images_per_second:.1f} images/s)",
+        file=sys.stdout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,369 @@
+"""`mvaema-teacher`: estimate, generate (online) and Batch API runs of the multimodal teacher.
+
+    mvaema-teacher estimate --images data/SEM --cache teacher_cache.jsonl
+    mvaema-teacher generate --images data/SEM --cache teacher_cache.jsonl --max-usd 50
+    mvaema-teacher batch-submit --images data/SEM --cache teacher_cache.jsonl --batch-dir teacher_batches
+    mvaema-teacher batch-status --batch-dir teacher_batches
+    mvaema-teacher batch-collect --batch-dir teacher_batches --wait
+
+The API key is read from $OPENAI_API_KEY only. Exit codes: 0 done, 1 some requests failed (rerun to
+retry them), 2 bad arguments or configuration, 3 stopped by --max-usd, 4 the teacher refused to work
+(bad key, unknown model, no quota), 5 batches still running, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import openai
+
+from . import teacher
+from .question_families import QUESTION_FAMILIES, QuestionFamily, TeacherGenerationSettings, family_by_key
+from .teacher_cache import TeacherCache
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_BUDGET = 3
+EXIT_FATAL = 4
+EXIT_PENDING = 5
+EXIT_INTERRUPTED = 130
+SHOWN_PROBLEMS = 20  # failed records and skipped images listed in full; the rest are counted
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("dataset_builder").setLevel(logging.DEBUG)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        _error(str(error))
+        return EXIT_CONFIG
+    except teacher.FatalTeacherError as error:
+        _error(f"the teacher refused to work: {error}")
+        return EXIT_FATAL
+    except openai.OpenAIError as error:
+        _error(teacher.describe_error(error))
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        _error("interrupted; rerun the same command to continue")
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvaema-teacher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every retry")
+    commands = parser.add_subparsers(dest="command", required=True)
+    images, model, network = _images_options(), _model_options(), _network_options()
+
+    command = commands.add_parser(
+        "estimate", parents=[images, model], help="requests, tokens and cost, before spending anything"
+    )
+    command.add_argument(
+        "--expected-answer-tokens", type=int, default=70, help="expected tokens per answer (default: 70)"
+    )
+    command.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    command.set_defaults(run=run_estimate)
+
+    command = commands.add_parser(
+        "generate", parents=[images, model, network], help="ask the teacher online, resumably"
+    )
+    command.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
+    command.add_argument("--max-usd", type=float, help="stop before the spend could exceed this many dollars")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command.set_defaults(run=run_generate)
+
+    command = commands.add_parser(
+        "batch-submit", parents=[images, model, network], help="send pending requests to the Batch API (50%% price)"
+    )
+    command.add_argument("--batch-dir", required=True, help="folder for the request files and the resumable state")
+    command.add_argument("--max-usd", type=float, help="submit no more than this worst-case cost (at batch prices)")
+    command.add_argument(
+        "--max-requests-per-batch",
+        type=int,
+        default=teacher.BATCH_MAX_REQUESTS,
+        help="split into batches of at most this many requests (default: 50,000, OpenAI's limit; "
+        "smaller batches stay under a tier's enqueued-token limit)",
+    )
+    command.add_argument(
+        "--max-batch-mb",
+        type=float,
+        default=teacher.BATCH_MAX_BYTES / 1e6,
+        help="input file size limit (default: 200)",
+    )
+    command.set_defaults(run=run_batch_submit)
+
+    command = commands.add_parser("batch-status", parents=[network], help="show how the submitted batches are doing")
+    command.add_argument("--batch-dir", required=True)
+    command.set_defaults(run=run_batch_status)
+
+    command = commands.add_parser("batch-collect", parents=[network], help="write finished batch results to the cache")
+    command.add_argument("--batch-dir", required=True)
+    command.add_argument("--cache", help="the cache to write (default: the one given to batch-submit)")
+    command.add_argument("--wait", action="store_true", help="poll until every batch has finished")
+    command.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls (default: 60)")
+    command.set_defaults(run=run_batch_collect)
+    return parser
+
+
+def _images_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--images", required=True, help="folder of category sub-folders: IMAGES/<Category>/<image>")
+    options.add_argument(
+        "--cache", help="teacher cache (JSONL); cached answers are skipped (required except for estimate)"
+    )
+    options.add_argument(
+        "--families",
+        type=_families,
+        default=QUESTION_FAMILIES,
+        help="comma-separated question-family keys (default: all ten)",
+    )
+    return options
+
+
+def _model_options() -> argparse.ArgumentParser:
+    defaults = TeacherGenerationSettings()
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--model", default=teacher.DEFAULT_MODEL, help=f"teacher model (default: {teacher.DEFAULT_MODEL})"
+    )
+    options.add_argument(
+        "--base-url",
+        help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI)",
+    )
+    options.add_argument(
+        "--detail", choices=("low", "high", "auto"), default="high", help="image detail (default: high)"
+    )
+    options.add_argument(
+        "--max-side",
+        type=int,
+        help=f"shrink images to this longer side in px (default: {teacher.DEFAULT_MAX_SIDE}, "
+        f"{teacher.LOW_DETAIL_MAX_SIDE} with --detail low)",
+    )
+    paper = f"(default: {defaults.max_output_tokens}, {defaults.temperature}, {defaults.top_p}: the paper's)"
+    options.add_argument(
+        "--max-output-tokens", type=int, default=defaults.max_output_tokens, help=f"answer limit {paper}"
+    )
+    options.add_argument("--temperature", type=float, default=defaults.temperature)
+    options.add_argument("--top-p", type=float, default=defaults.top_p)
+    options.add_argument(
+        "--input-usd-per-1m", type=float, help="price of 1M input tokens (default: from the model's known price)"
+    )
+    options.add_argument(
+        "--output-usd-per-1m", type=float, help="price of 1M output tokens (default: from the model's known price)"
+    )
+    return options
+
+
+def _network_options() -> argparse.ArgumentParser:
+    defaults = teacher.RetryPolicy()
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--timeout", type=float, default=180.0, help="seconds per request (default: 180)")
+    options.add_argument(
+        "--max-attempts", type=int, default=defaults.max_attempts, help="tries per request (default: 8)"
+    )
+    options.add_argument(
+        "--backoff-base", type=float, default=defaults.backoff_base_s, help="first retry wait in s (doubles)"
+    )
+    options.add_argument("--backoff-max", type=float, default=defaults.backoff_max_s, help="longest retry wait in s")
+    return options
+
+
+def _families(text: str) -> tuple[QuestionFamily, ...]:
+    try:
+        return tuple(family_by_key(key.strip()) for key in text.split(",") if key.strip())
+    except KeyError as error:
+        raise argparse.ArgumentTypeError(error.args[0]) from None
+
+
+def _settings(args: argparse.Namespace) -> teacher.TeacherSettings:
+    return teacher.TeacherSettings(
+        model=args.model,
+        base_url=teacher.resolve_base_url(args.base_url),
+        detail=args.detail,
+        max_side=args.max_side or (teacher.LOW_DETAIL_MAX_SIDE if args.detail == "low" else teacher.DEFAULT_MAX_SIDE),
+        generation=TeacherGenerationSettings(args.temperature, args.top_p, args.max_output_tokens),
+    )
+
+
+def _price(args: argparse.Namespace) -> teacher.ModelPrice:
+    return teacher.resolve_price(args.model, args.input_usd_per_1m, args.output_usd_per_1m)
+
+
+def _retry(args: argparse.Namespace) -> teacher.RetryPolicy:
+    return teacher.RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_max)
+
+
+def _require_cache(args: argparse.Namespace) -> str:
+    if not args.cache:
+        raise ValueError(f"{args.command} needs --cache PATH (the teacher cache JSONL to read and append to)")
+    return args.cache
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------------
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    done = teacher.completed_keys(TeacherCache(args.cache)) if args.cache else set()
+    result = teacher.estimate(args.images, settings, _price(args), args.families, done, args.expected_answer_tokens)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return EXIT_OK
+    price, cost = result.price, result.cost_usd
+    rows = {
+        "teacher": f"{result.teacher}, detail {result.detail}, images sent at most {result.max_side} px",
+        "images": f"{result.images:,} ({len(result.skipped_images):,} unreadable, {result.duplicates:,} duplicates)",
+        "requests": f"{result.requests:,} to ask, {result.cached_requests:,} cached ({result.families} families)",
+        "input tokens": f"{result.input_tokens:,} = {result.image_tokens:,} image + ~{result.text_tokens:,} text",
+        "output tokens": f"~{result.expected_output_tokens:,} expected, {result.max_output_tokens:,} if all are used",
+        "prices": f"${price.input_usd_per_1m:g} in / ${price.output_usd_per_1m:g} out per 1M tokens "
+        f"(list prices as of {teacher.PRICES_AS_OF} unless given)",
+        "cost online": f"~${cost():,.2f} expected, ~${cost(worst_case=True):,.2f} if all output tokens are used",
+        "cost Batch API": f"~${cost(batch=True):,.2f} expected, ~${cost(worst_case=True, batch=True):,.2f} likewise",
+    }
+    for label, value in rows.items():
+        print(f"{label + ':':<16}{value}")
+    _print_skipped(result.skipped_images)
+    return EXIT_OK
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    settings, price = _settings(args), _price(args)
+    online = teacher.OnlineTeacher(
+        teacher.make_client(settings.base_url, args.timeout),
+        settings,
+        price,
+        _retry(args),
+        teacher.SpendTracker(args.max_usd),
+    )
+    report = teacher.generate(
+        args.images, _require_cache(args), online, args.families, args.concurrency, progress=not args.no_progress
+    )
+    print(
+        f"teacher {settings.teacher_id}: {report.answered:,} answered, {len(report.failed):,} failed, "
+        f"{report.cached:,} already cached, {report.not_started:,} not started"
+    )
+    spent = f"spent ${report.spent_usd:.4f} (from the usage the server reported)"
+    if report.unconfirmed_usd:
+        spent += f" + up to ${report.unconfirmed_usd:.4f} for requests that got no reply (they may have been billed)"
+    print(spent)
+    _print_failed(report.failed)
+    _print_skipped(report.skipped_images)
+    if report.stopped == teacher.STOP_FATAL:
+        _error(f"the teacher refused to work: {report.fatal_error}")
+        return EXIT_FATAL
+    if report.stopped == teacher.STOP_BUDGET:
+        print(f"stopped before exceeding --max-usd {args.max_usd}; rerun with a larger budget to continue")
+        return EXIT_BUDGET
+    if report.stopped == teacher.STOP_INTERRUPTED:
+        print("interrupted; rerun the same command to continue")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def run_batch_submit(args: argparse.Namespace) -> int:
+    settings, price = _settings(args), _price(args)
+    report = teacher.batch_submit(
+        teacher.make_client(settings.base_url, args.timeout),
+        args.batch_dir,
+        args.images,
+        _require_cache(args),
+        settings,
+        price,
+        args.families,
+        max_requests=args.max_requests_per_batch,
+        max_bytes=int(args.max_batch_mb * 1e6),
+        max_usd=args.max_usd,
+        retry=_retry(args),
+    )
+    print(
+        f"submitted {len(report.submitted)} batch(es) with {report.requests:,} new requests "
+        f"(at most ${report.worst_case_usd:.2f} at batch prices); {report.cached:,} already cached, "
+        f"{report.in_earlier_batches:,} in earlier batches"
+    )
+    for part in report.submitted:
+        print(f"  {part.name}: {part.requests:,} requests, batch {part.batch_id} ({part.status})")
+    _print_skipped(report.skipped_images)
+    if report.left_for_budget:
+        print(f"{report.left_for_budget:,} requests left out by --max-usd {args.max_usd}; submit again later")
+        return EXIT_BUDGET
+    return EXIT_OK
+
+
+def _batch_client(args: argparse.Namespace) -> openai.OpenAI:
+    """A client for the server the batches were submitted to (recorded in the state file)."""
+    state = teacher.BatchState.load(Path(args.batch_dir))
+    if state is None:
+        raise FileNotFoundError(f"{args.batch_dir}: no batch state; run `mvaema-teacher batch-submit` first")
+    return teacher.make_client(state.base_url, args.timeout)
+
+
+def run_batch_status(args: argparse.Namespace) -> int:
+    state = teacher.batch_status(_batch_client(args), args.batch_dir, _retry(args))
+    for part in state.parts:
+        counts = part.request_counts
+        progress = f"{counts.get('completed', 0):,} done, {counts.get('failed', 0):,} failed of {part.requests:,}"
+        collected = "  (collected)" if part.collected else ""
+        print(f"{part.name}: {part.status:<11} {progress}  batch {part.batch_id or '-'}{collected}")
+        for error in part.errors:
+            print(f"    {error}")
+    running = sum(1 for part in state.parts if part.running)
+    print(f"{len(state.parts)} batch(es), {running} not collected yet")
+    return EXIT_PENDING if running else EXIT_OK
+
+
+def run_batch_collect(args: argparse.Namespace) -> int:
+    report = teacher.batch_collect(
+        _batch_client(args),
+        args.batch_dir,
+        args.cache,
+        wait_for_all=args.wait,
+        poll_interval_s=args.poll_interval,
+        retry=_retry(args),
+    )
+    print(f"collected {report.answered:,} answers, {len(report.failed):,} failed; spent ${report.spent_usd:.4f}")
+    _print_failed(report.failed)
+    if report.unsubmitted:
+        print(f"{len(report.unsubmitted)} part(s) were written but never submitted: run batch-submit again")
+    if report.running:
+        print(f"{len(report.running)} batch(es) still running: run batch-collect again later (or with --wait)")
+        return EXIT_PENDING
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _print_failed(failed: Sequence[teacher.TeacherRecord]) -> None:
+    if failed:
+        print(f"failed (a rerun retries them): {len(failed):,}")
+    for record in failed[:SHOWN_PROBLEMS]:
+        print(f"  {record.image_path} [{record.family}]: {record.error}")
+    if len(failed) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(failed) - SHOWN_PROBLEMS:,} more (status 'failed' in the cache)")
+
+
+def _print_skipped(skipped: Sequence[teacher.SkippedImage]) -> None:
+    if skipped:
+        print(f"skipped images: {len(skipped):,}")
+    for image in skipped[:SHOWN_PROBLEMS]:
+        print(f"  {image.path}: {image.reason}")
+    if len(skipped) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(skipped) - SHOWN_PROBLEMS:,} more")
+
+
+def _error(message: str) -> None:
+    print(f"mvaema-teacher: error: {teacher.redact_api_key(message)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
