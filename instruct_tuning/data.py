@@ -1,0 +1,250 @@
+"""Training data for instruction tuning: the corpus, a decoded pixel store, token tables and image-grouped batches.
+
+Speed decisions (measured in benchmarks/): every micrograph is decoded and resized exactly once into a
+uint8 pixel store cached on disk (JPEG draft mode decodes 1024x768 at 1/2 scale), prompts and answers are
+tokenised once into padded tables, and a batch groups several questions of the same image so the
+vision encoder runs once per image per step. Collation is then pure tensor indexing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from dataset_builder.images import BadImageError, to_rgb
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel store
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class PixelStore:
+    """Model-ready micrographs: `pixels[row]` is a uint8 [3, S, S] image, `row_of[image_id]` its row."""
+
+    pixels: torch.Tensor
+    image_ids: list[str]
+
+    def __post_init__(self) -> None:
+        self.row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
+
+    def normalized(self, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 rows -> pixel_values [N, 3, S, S] in [-1, 1] (mean = std = 0.5, as the image processor)."""
+        return self.pixels[rows.to(self.pixels.device)].to(dtype).div_(127.5).sub_(1.0)
+
+    def to(self, device: torch.device | str) -> "PixelStore":
+        return PixelStore(self.pixels.to(device), self.image_ids)
+
+
+def decode_for_model(source: dict, size: int) -> np.ndarray:
+    """An image column entry ({"path", "bytes"}) -> uint8 [3, size, size], decoded once at reduced scale.
+
+    JPEG draft mode has libjpeg decode straight to the smallest DCT scale (1/2, 1/4 or 1/8) that keeps both
+    sides >= `size`: a 1024x768 micrograph is decoded at 512x384, 2-3x faster than at full size, then resized
+    bicubically to `size` x `size` like the image processor does from full size. The two differ by under one
+    grey level on average (benchmarks/data_pipeline.py reports the difference). Other formats decode in full.
+    """
+    path, payload = source.get("path"), source.get("bytes")
+    try:
+        with Image.open(io.BytesIO(payload) if payload else path) as image:
+            image.draft("RGB", (size, size))
+            image = to_rgb(image).resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except (OSError, ValueError, SyntaxError) as error:
+        raise BadImageError(path or "<embedded image bytes>", f"cannot decode for training ({error})") from error
+
+
+def build_pixel_store(
+    corpus: datasets.Dataset, image_size: int, cache_dir: Path, num_threads: int | None = None
+) -> PixelStore:
+    """Decode each distinct image of the corpus once into one preallocated uint8 tensor, cached on disk.
+
+    `num_threads` (default: ThreadPoolExecutor's, a few more than the CPU cores) decode in parallel: PIL releases
+    the GIL while it decodes and resizes. Each image is written into its row as soon as it is decoded, so peak
+    memory is the store itself.
+    """
+    image_ids, first_rows = np.unique(np.asarray(corpus["image_id"]), return_index=True)
+    image_ids = image_ids.tolist()
+    decoding = "draft-dct-bicubic-2"  # in the cache key: a store decoded another way is not reused
+    fingerprint = hashlib.sha256(json.dumps([decoding, image_size, image_ids]).encode()).hexdigest()[:16]
+    cache_path = Path(cache_dir) / f"pixels-{image_size}px-{fingerprint}.safetensors"
+    if cache_path.exists():
+        return PixelStore(load_file(cache_path)["pixels"], image_ids)
+
+    sources = corpus.cast_column("image", datasets.Image(decode=False)).select(first_rows.tolist())["image"]
+    pixels = torch.empty((len(sources), 3, image_size, image_size), dtype=torch.uint8)
+
+    def decode_into_row(row: int) -> None:
+        pixels[row] = torch.from_numpy(decode_for_model(sources[row], image_size))
+
+    with ThreadPoolExecutor(num_threads) as pool:
+        list(pool.map(decode_into_row, range(len(sources))))
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"pixels": pixels}, str(cache_path))
+    logger.info("decoded %d images into %s", len(image_ids), cache_path)
+    return PixelStore(pixels, image_ids)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Token tables
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class QATable:
+    """One split's QA pairs, tokenised once. Rows align with the split's dataset rows.
+
+    image_rows [N]: pixel-store row of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
+    their masks; labels [N, La] (-100 on padding); category [N].
+    """
+
+    image_rows: torch.Tensor
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    prompt_ids_no_caption: torch.Tensor
+    prompt_mask_no_caption: torch.Tensor
+    labels: torch.Tensor
+    category: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.image_rows)
+
+
+def pad_columns(table: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return torch.nn.functional.pad(table, (0, width - table.shape[1]), value=value)
+
+
+def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) -> QATable:
+    questions = split["question"]
+    with_caption = processor(questions=questions, captions=split["caption"], answers=split["answer"], return_tensors="pt")
+    without_caption = processor(questions=questions, return_tensors="pt")
+    width = with_caption["input_ids"].shape[1]
+    pad = processor.tokenizer.pad_token_id
+    return QATable(
+        image_rows=torch.tensor([pixel_store.row_of[image_id] for image_id in split["image_id"]]),
+        prompt_ids=with_caption["input_ids"],
+        prompt_mask=with_caption["attention_mask"],
+        prompt_ids_no_caption=pad_columns(without_caption["input_ids"], width, pad),
+        prompt_mask_no_caption=pad_columns(without_caption["attention_mask"], width, 0),
+        labels=with_caption["labels"],
+        category=torch.tensor(split["category"]),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------------------------------------------
+class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of QA-pair indices in which questions come in groups of `questions_per_image` per image.
+
+    A batch of 48 with 4 questions per image encodes 12 images instead of 48 and still gives ITC twelve
+    distinct images to contrast. With `groups_per_image`, an epoch takes only that many randomly chosen
+    groups of each image (a different choice every epoch): more passes over the images for the same
+    compute, which is what a small corpus needs to learn what the categories look like. The order depends
+    only on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, image_rows: torch.Tensor, batch_size: int, questions_per_image: int, seed: int,
+                 drop_last: bool = False, groups_per_image: int | None = None):
+        self.image_rows = image_rows.numpy()
+        self.batch_size = batch_size
+        self.questions_per_image = questions_per_image
+        self.groups_per_image = groups_per_image
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _ordered_indices(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = np.argsort(self.image_rows, kind="stable")
+        boundaries = np.flatnonzero(np.diff(self.image_rows[order])) + 1
+        groups = []
+        for pairs_of_one_image in np.split(order, boundaries):
+            shuffled = rng.permutation(pairs_of_one_image)
+            image_groups = np.split(shuffled, range(self.questions_per_image, len(shuffled), self.questions_per_image))
+            groups.extend(image_groups[: self.groups_per_image])
+        return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
+
+    def __iter__(self):
+        indices = self._ordered_indices()
+        stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
+        for start in range(0, stop, self.batch_size):
+            yield indices[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.samples_per_epoch, self.batch_size)
+        return full + (0 if self.drop_last or rest == 0 else 1)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        if self.groups_per_image is None:
+            return len(self.image_rows)
+        # Groups are cut from the front of each image's shuffled pairs, so all kept groups are full ones.
+        pairs_per_image = np.unique(self.image_rows, return_counts=True)[1]
+        return int(np.minimum(pairs_per_image, self.groups_per_image * self.questions_per_image).sum())
+
+
+class QACollator:
+    """Indices -> model inputs. Each image appears once in `pixel_values`; `image_index` maps pairs to it.
+
+    With `caption_drop_rate` > 0 the caption is removed from that share of prompts (decided per pair and
+    epoch from the seed), so the model also answers and classifies without being told the category.
+    `captions` = "always" | "never" | "drop" picks the prompt variant.
+    """
+
+    def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
+                 caption_drop_rate: float = 0.0, seed: int = 0):
+        if captions not in ("always", "never", "drop"):
+            raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
+        self.table = table
+        self.pixel_store = pixel_store
+        self.captions = captions
+        self.caption_drop_rate = caption_drop_rate
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _caption_kept(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.captions != "drop":
+            return torch.full((len(indices),), self.captions == "always")
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        kept = torch.rand(len(self.table), generator=generator) >= self.caption_drop_rate
+        return kept[indices]
+
+    def __call__(self, batch_indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        indices = torch.as_tensor(batch_indices, dtype=torch.long)
+        table = self.table
+        kept = self._caption_kept(indices).unsqueeze(1)
+        input_ids = torch.where(kept, table.prompt_ids[indices], table.prompt_ids_no_caption[indices])
+        attention_mask = torch.where(kept, table.prompt_mask[indices], table.prompt_mask_no_caption[indices])
+        labels = table.labels[indices]
+        unique_rows, image_index = torch.unique(table.image_rows[indices], return_inverse=True)
+        return {
+            "pixel_values": self.pixel_store.normalized(unique_rows),
+            "image_index": image_index,
+            "image_keys": table.image_rows[indices],
+            "input_ids": input_ids[:, : int(attention_mask.sum(1).max())],
+            "attention_mask": attention_mask[:, : int(attention_mask.sum(1).max())],
+            "labels": labels[:, : int((labels != -100).sum(1).max())],
+        }
+
+
+def index_loader(table: QATable, batch_sampler, collator: QACollator) -> torch.utils.data.DataLoader:
+    """A DataLoader over row indices: collation does the work in the main process (no worker copies)."""
+    return torch.utils.data.DataLoader(range(len(table)), batch_sampler=batch_sampler, collate_fn=collator)

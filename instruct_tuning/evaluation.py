@@ -1,0 +1,107 @@
+"""The paper's evaluation: VQA text metrics on generated answers, zero-shot classification without captions.
+
+Both the student and the BLIP peer are evaluated by the same code: answers come from `generate`, and
+classification ranks the categories by `classify(..., method=...)` (the peer supports the decoder
+likelihood method only). References are passed through the tokenizer and back, so that lower-casing and
+WordPiece detokenisation treat the reference exactly as they treat the model's answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metrics.vqa_text.vqa_text import VqaText
+from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
+
+CLASSIFICATION_METHODS = ("itc", "itm", "lm")
+
+
+def available_methods(model) -> list[str]:
+    config = model.config
+    if not hasattr(config, "use_itc"):  # the BLIP peer has no contrastive or matching head
+        return ["lm"]
+    return [m for m in CLASSIFICATION_METHODS if (m != "itc" or config.use_itc) and (m != "itm" or config.use_itm)]
+
+
+def normalise_references(processor, texts: list[str]) -> list[str]:
+    return processor.batch_decode(processor.tokenizer(texts)["input_ids"], skip_special_tokens=True)
+
+
+@torch.no_grad()
+def generate_answers(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> list[str]:
+    """Greedy answers (the student's generation_config settings, same for both models) for the table's pairs."""
+    model.eval()
+    count = len(table) if limit is None else min(limit, len(table))
+    generation = model.generation_config if hasattr(model.config, "use_itc") else None
+    settings = {"max_new_tokens": table.labels.shape[1], "num_beams": 1, "do_sample": False}
+    if generation is not None and generation.no_repeat_ngram_size:
+        settings["no_repeat_ngram_size"] = generation.no_repeat_ngram_size
+    answers: list[str] = []
+    for start in range(0, count, batch_size):
+        rows = torch.arange(start, min(start + batch_size, count))
+        mask = table.prompt_mask[rows]
+        length = int(mask.sum(1).max())
+        generated = model.generate(
+            pixel_values=pixel_store.normalized(table.image_rows[rows]).to(device),
+            input_ids=table.prompt_ids[rows, :length].to(device),
+            attention_mask=mask[:, :length].to(device),
+            **settings,
+        )
+        answers.extend(processor.batch_decode(generated, skip_special_tokens=True))
+    return answers
+
+
+def evaluate_vqa(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> dict:
+    """BLEU-2/4, ROUGE-1/2/L, METEOR of generated answers against the teacher's (prompts with captions)."""
+    predictions = generate_answers(model, processor, table, pixel_store, device, batch_size, limit)
+    references = normalise_references(processor, processor.batch_decode(
+        table.labels[: len(predictions)].clamp(min=0), skip_special_tokens=True))
+    scores = VqaText().compute(predictions=predictions, references=references)
+    scores["examples"] = [{"prediction": p, "reference": r} for p, r in list(zip(predictions, references))[:8]]
+    return scores
+
+
+def image_level_rows(table) -> tuple[torch.Tensor, torch.Tensor]:
+    """One entry per distinct image of the table: (pixel-store rows, category ids)."""
+    rows, first = np.unique(table.image_rows.numpy(), return_index=True)
+    return torch.from_numpy(rows), table.category[torch.from_numpy(first)]
+
+
+@torch.no_grad()
+def category_scores(model, processor, data, image_rows: torch.Tensor, device, batch_size: int, method: str) -> torch.Tensor:
+    """Scores [N_images, C] of every category for each image, asked without a caption."""
+    model.eval()
+    text_inputs = {name: tensor.to(device) for name, tensor in processor.classification_inputs().items()}
+    scores = []
+    for start in range(0, len(image_rows), batch_size):
+        rows = image_rows[start : start + batch_size]
+        output = model.classify(pixel_values=data.pixel_store.normalized(rows).to(device), **text_inputs,
+                                method=method, top_k=min(5, len(data.class_names)))
+        scores.append(output.scores.float().cpu())
+    return torch.cat(scores)
+
+
+def evaluate_classification(model, processor, table, data, device, batch_size: int, method: str) -> dict:
+    image_rows, categories = image_level_rows(table)
+    scores = category_scores(model, processor, data, image_rows, device, batch_size, method)
+    metrics = ZeroShotClassification().compute(
+        predictions=scores.tolist(), references=categories.tolist(), label_names=data.class_names)
+    metrics.pop("label_names")
+    metrics["top1"], metrics["top5"] = metrics.pop("top1_accuracy"), metrics.pop("top5_accuracy")
+    return metrics
+
+
+def select_classification_method(model, processor, validation_table, data, device, batch_size: int) -> str:
+    """The method with the best validation top-1 (ties: the cheaper one, in CLASSIFICATION_METHODS order)."""
+    methods = available_methods(model)
+    if len(methods) == 1:
+        return methods[0]
+    image_rows, categories = image_level_rows(validation_table)
+    accuracy = {}
+    for method in methods:
+        scores = category_scores(model, processor, data, image_rows, device, batch_size, method)
+        accuracy[method] = float((scores.argmax(1) == categories).float().mean())
+    return max(methods, key=lambda m: accuracy[m])

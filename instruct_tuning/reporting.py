@@ -1,0 +1,179 @@
+"""Results of a training session: results.json, the paper-style tables, a confusion matrix, the model card, the push.
+
+`summarize` turns per-(variant, fold) results into one section per model with fold means (and standard
+deviations when several folds ran); everything else renders that summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from modeling_mvaema import PAPER_ABLATION_NAMES
+
+VQA_COLUMNS = (("BLEU-2", "bleu2"), ("BLEU-4", "bleu4"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"),
+               ("ROUGE-L", "rougeL"), ("METEOR", "meteor"))
+DISPLAY_NAMES = {"mvaema": "MVaEMa", "blip_peer": "BLIP peer (transformers)", **PAPER_ABLATION_NAMES}
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+
+
+def _mean_and_std(values: list) -> tuple:
+    """Fold mean and std of numbers, lists (element-wise) or dicts (per key)."""
+    first = values[0]
+    if isinstance(first, dict):
+        pairs = {key: _mean_and_std([v[key] for v in values]) for key in first}
+        return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
+    array = np.asarray(values, dtype=float)
+    return array.mean(0).tolist(), array.std(0).tolist()
+
+
+def _numeric(section: dict) -> dict:
+    return {k: v for k, v in section.items() if isinstance(v, (int, float, list, dict)) and k != "examples"}
+
+
+def summarize(results: dict, class_names: list[str], args: dict, wall_time_seconds: float) -> dict:
+    summary: dict = {"meta": {"class_names": class_names, "arguments": args, "wall_time_seconds": wall_time_seconds}}
+    for variant, by_fold in results.items():
+        folds = sorted(by_fold)
+        section = {"folds": folds, "classification_method": [by_fold[f]["classification_method"] for f in folds]}
+        for part in ("vqa", "classification"):
+            mean, std = _mean_and_std([_numeric(by_fold[f][part]) for f in folds])
+            section[part], section[f"{part}_std"] = mean, std
+        section["classification"]["confusion_matrix"] = np.sum(
+            [by_fold[f]["classification"]["confusion_matrix"] for f in folds], axis=0).astype(int).tolist()
+        section["vqa_examples"] = by_fold[folds[0]]["vqa"].get("examples", [])
+        section["epochs"] = [by_fold[f]["training"]["epochs"] for f in folds]
+        summary[variant] = section
+    return summary
+
+
+def _cell(summary: dict, variant: str, part: str, key: str) -> str:
+    mean = summary[variant][part][key]
+    std = summary[variant][f"{part}_std"][key]
+    return f"{mean:.3f} ± {std:.3f}" if len(summary[variant]["folds"]) > 1 else f"{mean:.3f}"
+
+
+def results_tables(summary: dict) -> str:
+    """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
+    models = [v for v in ("mvaema", "blip_peer") if v in summary]
+    ablations = [v for v in DISPLAY_NAMES if v in summary and v not in ("mvaema", "blip_peer")]
+    lines = ["**Table 1: VQA (test fold, prompts with captions)**", "",
+             "| Model | " + " | ".join(name for name, _ in VQA_COLUMNS) + " |",
+             "|---" * (len(VQA_COLUMNS) + 1) + "|"]
+    lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |" for v in models]
+    lines += ["", "**Table 2: zero-shot classification (test fold, no captions)**", "",
+              "| Model | Top-1 | Top-5 | Macro F1 | Method |", "|---|---|---|---|---|"]
+    lines += [f"| {DISPLAY_NAMES[v]} | {_cell(summary, v, 'classification', 'top1')} | "
+              f"{_cell(summary, v, 'classification', 'top5')} | {_cell(summary, v, 'classification', 'macro_f1')} | "
+              f"{', '.join(sorted(set(summary[v]['classification_method'])))} |" for v in models]
+    if "mvaema" in summary:
+        per_class = summary["mvaema"]["classification"]["per_class"]
+        lines += ["", "**Table 4: MVaEMa per category**", "", "| Category | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']:.0f} |"
+                  for name, c in per_class.items()]
+    if ablations:
+        rows = ["mvaema", *ablations] if "mvaema" in summary else ablations
+        lines += ["", "**Table 5: ablations, VQA**", "", "| Variant | BLEU-4 | ROUGE-L | METEOR |", "|---|---|---|---|"]
+        lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "vqa", k) for k in ("bleu4", "rougeL", "meteor")) + " |"
+                  for v in rows]
+        lines += ["", "**Table 6: ablations, classification**", "", "| Variant | Avg precision | Avg recall | Avg F1 |", "|---|---|---|---|"]
+        lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "classification", k)
+                                                        for k in ("macro_precision", "macro_recall", "macro_f1")) + " |" for v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion_matrix(summary: dict, variant: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = summary["meta"]["class_names"]
+    matrix = np.asarray(summary[variant]["classification"]["confusion_matrix"])
+    figure, axis = plt.subplots(figsize=(7, 6))
+    image = axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                  color="white" if count > matrix.max() / 2 else "black")
+    axis.set_title(f"{DISPLAY_NAMES.get(variant, variant)}: confusion matrix (test, no captions)")
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_reports(summary: dict, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (output_dir / "results.md").write_text(results_tables(summary))
+    for variant in ("mvaema", "blip_peer"):
+        if variant in summary:
+            plot_confusion_matrix(summary, variant, output_dir / f"confusion_matrix_{variant}.png")
+
+
+def render_model_card(summary: dict, corpus) -> str:
+    """model_card.md rendered with the Hub metadata (model-index results) and this session's tables."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    teachers = sorted(set(corpus["teacher"]))
+    prompt_versions = sorted(set(corpus["prompt_version"]))
+    section = summary.get("mvaema", {})
+    eval_results = [
+        EvalResult(task_type="visual-question-answering", dataset_type="sem-instruct", dataset_name="SEM instruct (test fold)",
+                   metric_type=key.lower(), metric_name=name, metric_value=round(section["vqa"][key], 4))
+        for name, key in VQA_COLUMNS if section
+    ] + [
+        EvalResult(task_type="image-classification", dataset_type="sem-instruct", dataset_name="SEM instruct (test fold)",
+                   metric_type="accuracy", metric_name=name, metric_value=round(section["classification"][key], 4))
+        for name, key in (("Top-1 accuracy", "top1"), ("Top-5 accuracy", "top5")) if section
+    ]
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="visual-question-answering", license="apache-2.0",
+        tags=["electron-microscopy", "sem", "vision-language", "blip", "instruction-tuning", "mvaema"],
+        metrics=["bleu", "rouge", "meteor", "accuracy"], model_name="MVaEMa", eval_results=eval_results or None,
+    )
+    arguments = summary["meta"]["arguments"]
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATE_PATH),
+        teachers=", ".join(teachers), prompt_versions=", ".join(prompt_versions),
+        num_images=len(set(corpus["image_id"])), num_pairs=len(corpus), class_names=", ".join(summary["meta"]["class_names"]),
+        synthetic_only=all(t.startswith("grounded-synthetic") for t in teachers),
+        results_tables=results_tables(summary), epochs=arguments["num_epochs"], batch_size=arguments["batch_size"],
+        learning_rate=arguments["learning_rate"], folds=", ".join(str(f) for f in section.get("folds", [])),
+        num_folds=arguments["num_folds"],
+    )
+    return str(card)
+
+
+def save_model_with_card(model, processor, model_dir: Path, summary: dict, corpus) -> None:
+    """save_pretrained (config with auto_map, safetensors, modeling code), processor, card and results."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    (model_dir / "README.md").write_text(render_model_card(summary, corpus))
+    (model_dir / "results.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "meta"}, indent=2))
+
+
+def push(model_dir: Path, repo_id: str, private: bool = True) -> str:
+    """Upload the saved model folder (weights, code, processor, card) to the Hub; private unless asked."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, repo_type="model",
+                      commit_message="Upload MVaEMa (run_instruct_tuning.py)")
+    return repo_id
+
+
+def print_summary(summary: dict, output_dir: Path) -> None:
+    print("\n" + results_tables(summary))
+    minutes = summary["meta"]["wall_time_seconds"] / 60
+    print(f"Done in {minutes:.1f} min. Model: {output_dir / 'model'}  Results: {output_dir / 'results.json'}, "
+          f"{output_dir / 'results.md'}  Confusion matrix: {output_dir / 'confusion_matrix_mvaema.png'}  "
+          f"TensorBoard: tensorboard --logdir {output_dir}")

@@ -1,0 +1,158 @@
+"""run_instruct_tuning.py end to end on a tiny synthetic corpus with a tiny model.
+
+One module-scoped corpus is generated once; each test trains for one or two epochs. The heavier checks
+(resume after a kill, 2-process DDP, every ablation) are marked slow: CI runs them, `-m "not slow"` skips them.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_instruct_tuning
+from dataset_builder.synthetic import generate_synthetic_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = json.dumps({
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                      "image_size": 64, "patch_size": 16},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+})
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_corpus(out, per_category=3, seed=0)
+    return out
+
+
+def tiny_args(synthetic_dir, output_dir, *extra):
+    return ["--synthetic_dir", str(synthetic_dir), "--output_dir", str(output_dir), "--num_folds", "3",
+            "--num_epochs", "2", "--batch_size", "24", "--vocab_size", "600", "--model_overrides", TINY_MODEL,
+            "--max_eval_questions", "16", *extra]
+
+
+def run_script(args, env_extra=None, launcher=(sys.executable, "run_instruct_tuning.py")):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([*launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path):
+    summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "out"))
+    for section in ("mvaema", "blip_peer"):
+        classification = summary[section]["classification"]
+        assert 0.0 <= classification["top1"] <= classification["top5"] <= 1.0
+        assert set(summary[section]["vqa"]) >= {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
+    model_dir = tmp_path / "out" / "model"
+    assert (model_dir / "model.safetensors").exists() and not list(model_dir.glob("*.bin"))
+    card = (model_dir / "README.md").read_text()
+    assert card.startswith("---") and "model-index" in card and "synthetic micrographs only" in card
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {"mvaema", "blip_peer"} <= set(results)
+    assert (tmp_path / "out" / "confusion_matrix_mvaema.png").stat().st_size > 0
+
+    # The saved model answers and classifies from a fresh process, outside the repo, offline.
+    image = next((synthetic_dir / "images" / "Nanowires").glob("*.jpg"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), "--model", str(model_dir), "--image", str(image),
+         "--question", "Describe the overall shape and morphology of the nanomaterials.", "--json"],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    prediction = json.loads(result.stdout)
+    assert isinstance(prediction["answer"], str) and len(prediction["categories"]) == 5
+
+
+def test_init_from_fine_tunes_offline_and_keeps_tokenizer(synthetic_dir, tmp_path):
+    first = tmp_path / "first"
+    run_instruct_tuning.main(tiny_args(synthetic_dir, first, "--num_epochs", "1", "--no_train_peer"))
+    second = tmp_path / "second"
+    summary = run_instruct_tuning.main(
+        tiny_args(synthetic_dir, second, "--num_epochs", "1", "--no_train_peer", "--init_from", str(first / "model")))
+    assert "mvaema" in summary
+    assert (first / "model" / "tokenizer.json").read_text() == (second / "model" / "tokenizer.json").read_text()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(synthetic_dir, tmp_path):
+    common = ["--num_epochs", "3", "--no_train_peer"]
+    reference = run_script(tiny_args(synthetic_dir, tmp_path / "straight", *common))
+    assert reference.returncode == 0, reference.stderr
+
+    interrupted = tmp_path / "interrupted"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "run_instruct_tuning.py", *tiny_args(synthetic_dir, interrupted, *common)],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = interrupted / "runs" / "mvaema" / "fold_0"
+    deadline = time.time() + 300
+    while not list(run_dir.glob("checkpoint-epoch-1")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(run_dir.glob("checkpoint-epoch-*")), "the run was killed before its first checkpoint"
+    assert not (interrupted / "results.json").exists()
+
+    resumed = run_script(tiny_args(synthetic_dir, interrupted, *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    straight_weights = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed_weights = load_file(interrupted / "model" / "model.safetensors")
+    for name, tensor in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=0, atol=1e-6, msg=name)
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())["mvaema"]
+    again = json.loads((interrupted / "results.json").read_text())["mvaema"]
+    assert straight["vqa"] == pytest.approx(again["vqa"]) and straight["classification"]["top1"] == again["classification"]["top1"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(synthetic_dir, tmp_path):
+    """Same global batches, same seed: one epoch on two CPU processes ends where one process ends.
+
+    ITC gathers features across processes with gradients and the LM loss is normalised by the global token count,
+    so the gradients (hence the weights and the validation loss) agree. ITM negatives are drawn within each
+    process's share of the batch, so ITM is switched off for this comparison.
+    """
+    overrides = json.dumps({**json.loads(TINY_MODEL), "use_itm": False})
+    common = ["--num_epochs", "1", "--no_train_peer", "--model_overrides", overrides]
+    single = run_script(tiny_args(synthetic_dir, tmp_path / "one", *common))
+    assert single.returncode == 0, single.stderr
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_instruct_tuning.py")
+    double = run_script(tiny_args(synthetic_dir, tmp_path / "two", *common), launcher=launcher)
+    assert double.returncode == 0, double.stderr
+
+    def epoch_one(run):
+        result = json.loads((tmp_path / run / "runs" / "mvaema" / "fold_0" / "result.json").read_text())
+        return result["training"]["history"][0]["validation_loss"]
+
+    assert epoch_one("two") == pytest.approx(epoch_one("one"), rel=1e-4)
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_every_ablation_trains_saves_and_evaluates(synthetic_dir, tmp_path):
+    summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "ablations", "--ablation", "all",
+                                                 "--num_epochs", "1", "--no_train_peer"))
+    for variant in run_instruct_tuning.ABLATIONS:
+        assert variant in summary, variant
+        assert (tmp_path / "ablations" / "runs" / variant / "fold_0" / "best" / "model.safetensors").exists()
+    tables = (tmp_path / "ablations" / "results.md").read_text()
+    assert "Table 5" in tables and "w/o CSA" in tables
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="--teacher-cache"):
+        run_instruct_tuning.main(["--images", "somewhere"])
+    with pytest.raises(ValueError, match="--ablation"):
+        run_instruct_tuning.main(["--ablation", "no_everything"])
