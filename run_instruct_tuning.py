@@ -162,6 +162,9 @@ def prepare_fold(corpus, fold: int, args: ScriptArguments, processor: MVaEMaProc
 def build_processor(corpus, args: ScriptArguments) -> MVaEMaProcessor:
     """The corpus's WordPiece vocabulary (or --init-from's) and its categories, for `rank_categories`."""
     class_names = corpus.features["category"].names
+    saved = Path(args.output_dir) / "processor"
+    if args.resume and saved.exists():  # a resumed run must keep the token ids its checkpoints were trained with
+        return MVaEMaProcessor.from_pretrained(saved)
     if args.init_from:
         processor = MVaEMaProcessor.from_pretrained(args.init_from)
     else:
@@ -175,6 +178,7 @@ def build_processor(corpus, args: ScriptArguments) -> MVaEMaProcessor:
     processor.category_texts = [category_answer_prefix(name) for name in class_names]
     processor.category_captions = [caption_for_category(name) for name in class_names]
     processor.classification_question = CLASSIFICATION_QUESTION
+    processor.save_pretrained(saved)
     return processor
 
 
@@ -267,7 +271,8 @@ def train_one_run(variant: str, fold: int, data: FoldData, processor, args: Scri
 
     best_dir = run_dir / "best"
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.early_stopping_patience:
-        sampler.set_epoch(state.epoch)
+        # accelerate's loader re-sets its batch sampler's epoch from its own counter on every pass: set it there.
+        train_loader.set_epoch(state.epoch)
         collator.set_epoch(state.epoch)
         model.train()
         progress = tqdm(train_loader, desc=f"{variant} fold {fold} epoch {state.epoch + 1}/{args.num_epochs}",
@@ -282,7 +287,7 @@ def train_one_run(variant: str, fold: int, data: FoldData, processor, args: Scri
                 optimizer.zero_grad()
             samples += len(batch["input_ids"]) * accelerator.num_processes
             state.global_step += 1
-            losses = {name: float(value) for name in ("loss", "loss_itc", "loss_itm", "loss_lm")
+            losses = {name: float(value.detach()) for name in ("loss", "loss_itc", "loss_itm", "loss_lm")
                       if (value := getattr(outputs, name, None)) is not None}
             progress.set_postfix(loss=f"{losses['loss']:.3f}")
             accelerator.log({f"{variant}/fold{fold}/train_{k}": v for k, v in losses.items()}, step=state.global_step)

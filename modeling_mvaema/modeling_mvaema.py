@@ -209,7 +209,10 @@ class MVaEMaSelfAttention(nn.Module):
         causal when `self.is_causal`); cache: this stack's self-attention cache. Returns `(N, L, hidden)`."""
         query, key, value = self.qkv_proj(self.layer_norm(hidden_states)).chunk(3, dim=-1)
         query, key, value = (split_heads(states, self.num_heads) for states in (query, key, value))
+        # sdpa applies causal masking itself when queries and keys are the same positions: no cached past, no prefix.
+        is_causal = self.is_causal and attention_mask is None and prefix is None
         if cache is not None:
+            is_causal = is_causal and cache.get_seq_length(layer_idx) == 0
             key, value = cache.update(key, value, layer_idx)
         if prefix is not None:
             key = torch.cat([prefix.key, key], dim=2)
@@ -220,7 +223,7 @@ class MVaEMaSelfAttention(nn.Module):
             value,
             attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
-            is_causal=self.is_causal and attention_mask is None and query.shape[2] == key.shape[2] > 1,
+            is_causal=is_causal,
         )
         return self.dropout(self.out_proj(merge_heads(attended)))
 

@@ -57,6 +57,15 @@ def train_wordpiece_tokenizer(
     # One extra line of "x!", "x#", ... words puts every character into the alphabet as a continuation too.
     alphabet_line = " ".join("x" + character for character in ALPHABET)
     tokenizer.train_from_iterator(itertools.chain([alphabet_line], texts), trainer)
+    # The trainer numbers tokens in hash-map order; WordPiece encodes by longest match, so renumbering (specials
+    # first, then sorted) changes no tokenisation. (Which tokens are learned can still differ between runs when merge
+    # counts tie, so a training run saves its processor and reuses it when resumed.)
+    learned = sorted(set(tokenizer.get_vocab()) - set(special_tokens))
+    tokenizer.model = models.WordPiece(
+        vocab={token: index for index, token in enumerate(special_tokens + learned)},
+        unk_token="[UNK]",
+        continuing_subword_prefix="##",
+    )
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
