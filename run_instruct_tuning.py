@@ -51,7 +51,7 @@ class ScriptArguments:
     teacher_cache: list[str] = field(default_factory=list, metadata={"help": "Teacher cache JSONL file(s) for --images."})
     dataset: str | None = field(default=None, metadata={"help": "A saved parquet folder or Hub dataset id (from mvaema-build-dataset)."})
     synthetic_dir: str = field(default="data/synthetic", metadata={"help": "Where the built-in synthetic corpus is generated on first use."})
-    synthetic_per_category: int = field(default=24, metadata={"help": "Synthetic micrographs per category."})
+    synthetic_per_category: int = field(default=40, metadata={"help": "Synthetic micrographs per category."})
     num_folds: int = field(default=10, metadata={"help": "k of the k-fold split (the paper: 10)."})
     fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})
     cross_validate: bool = field(default=False, metadata={"help": "Run every fold and report mean +- std."})
