@@ -1293,8 +1293,8 @@ def compile_for_training(model: MVaEMaForQuestionAnswering, **compile_kwargs) ->
     The layers hold the arithmetic and none of the data-dependent control flow (input checks, ITM pair and negative
     selection, cache bookkeeping), so each compiles into one graph without breaks. Text lengths change from batch to
     batch (each batch is trimmed to its longest text), hence `dynamic=True` unless `compile_kwargs` say otherwise.
-    It pays where a small model is bound by kernel launches (GPU); on CPU it costs a minute of compilation and was
-    slower in benchmarks/training_throughput.py.
+    It is meant for GPUs, where a model this small is bound by kernel launches; on CPU it costs a minute of
+    compilation and was no faster (benchmarks/README.md).
     """
     compile_kwargs.setdefault("dynamic", True)
     for layer in (*model.vision_model.layers, *model.text_model.layers):

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
 from model_fixtures import ANSWERS, IMAGE_SIZE, qa_batch, tiny_model, tiny_processor
 
-from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering
-from modeling_mvaema.modeling_mvaema import image_text_contrastive_loss
+from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering, modeling_mvaema
+from modeling_mvaema.modeling_mvaema import compile_for_training, image_text_contrastive_loss, pairs_per_key
 
 SHARED_IMAGES = [0, 0, 1, 2]  # questions 0 and 1 are about the same micrograph
 
@@ -434,6 +434,86 @@ def test_long_text_error_names_the_limit():
     too_long[:, 0] = model.config.cls_token_id
     with pytest.raises(ValueError, match="max_position_embeddings=64"):
         model(input_ids=too_long, pixel_values=torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), labels=too_long[:, 1:3])
+
+
+# ------------------------------------------------------------------------------------------ training fast paths
+
+
+def gradients(model: MVaEMaForQuestionAnswering) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def train_step(model: MVaEMaForQuestionAnswering, batch, **forward_kwargs):
+    torch.manual_seed(0)  # the same ITM pairs and negatives in every run
+    output = model(**batch, **forward_kwargs)
+    output.loss.backward()
+    return output, gradients(model)
+
+
+@pytest.mark.parametrize("ablation", [None, "no_ca", "no_sa", "no_csa"])
+def test_training_fast_paths_leave_losses_and_gradients_unchanged(ablation, monkeypatch):
+    """The LM head on answer tokens only and the feed-forward networks on read positions only give exactly the losses
+    and gradients of the plain computation (logits on the whole answer grid, feed-forward on every position)."""
+    batch = qa_batch(tiny_processor(), SHARED_IMAGES)
+    assert (batch["labels"] == -100).any() and (batch["attention_mask"] == 0).any(), "the batch needs padding"
+    fast, fast_gradients = train_step(tiny_model(ablation).train(), batch)
+    with monkeypatch.context() as patch:
+        patch.setattr(modeling_mvaema, "add_on_rows", lambda states, block, rows: states + block(states))
+        plain, plain_gradients = train_step(tiny_model(ablation).train(), batch, return_logits=True)
+    assert fast.logits is None and plain.logits.shape == (*batch["labels"].shape, tiny_model().config.text_config.vocab_size)
+    for name in ("loss", "loss_itc", "loss_itm", "loss_lm"):
+        torch.testing.assert_close(getattr(fast, name), getattr(plain, name))
+    assert fast_gradients.keys() == plain_gradients.keys()
+    for name, gradient in fast_gradients.items():
+        torch.testing.assert_close(gradient, plain_gradients[name], msg=name)
+
+
+def test_text_stack_skips_only_positions_nobody_reads():
+    model, processor = tiny_model().eval(), tiny_processor()
+    batch = qa_batch(processor)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        skipping = model.text_model(ids, mask)  # bidirectional: padding is skipped by default
+        everything = model.text_model(ids, mask, read_positions=torch.ones_like(mask))
+    torch.testing.assert_close(skipping[mask.bool()], everything[mask.bool()])
+    assert not torch.allclose(skipping[~mask.bool()], everything[~mask.bool()])  # padding really was skipped
+    # The decoder keeps every position up to the last scored label, unscored ones (a prompt) included.
+    labels = torch.tensor([[5, -100, 7, -100, -100], [-100, -100, -100, -100, 9], [8, 9, 10, 11, 12]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(MVaEMaForQuestionAnswering._up_to_last_answer_token(labels), expected)
+
+
+def test_itm_pairs_take_at_most_the_limit_per_micrograph_and_all_take_turns():
+    keys = torch.tensor([4, 4, 7, 4, 9, 7, 4])
+    assert pairs_per_key(keys, 1, shuffle=False).tolist() == [0, 2, 4]  # eval mode: the first pair of each
+    assert pairs_per_key(keys, 2, shuffle=False).tolist() == [0, 1, 2, 4, 5]
+    assert pairs_per_key(keys, 9, shuffle=False).tolist() == list(range(7))
+    torch.manual_seed(0)
+    drawn = [pairs_per_key(keys, 1, shuffle=True).tolist() for _ in range(60)]
+    assert all(sorted(keys[pairs].tolist()) == [4, 7, 9] and pairs == sorted(pairs) for pairs in drawn)
+    assert {index for pairs in drawn for index in pairs} == set(range(7))  # every pair takes its turn
+
+
+def test_each_micrograph_is_one_itm_positive_per_step_by_default():
+    model, processor = tiny_model().train(), tiny_processor()
+    scored = []
+    model._itm_logits = lambda ids, mask, embeds, rows: scored.append(len(rows)) or torch.zeros(len(rows))
+    model(**qa_batch(processor, SHARED_IMAGES))  # 4 pairs about 3 micrographs
+    model.config.itm_pairs_per_image = 0
+    model(**qa_batch(processor, SHARED_IMAGES))
+    assert scored == [3 * 3, 3 * 4]  # (positive, negative image, negative text) per scored pair
+
+
+@pytest.mark.slow
+def test_compiled_layers_trace_whole_and_train_identically():
+    """`compile_for_training` compiles each layer into one graph (fullgraph: no breaks) with the same results."""
+    batch = qa_batch(tiny_processor(), SHARED_IMAGES)
+    eager, eager_gradients = train_step(tiny_model().train(), batch)
+    compiled_model = compile_for_training(tiny_model().train(), backend="aot_eager", fullgraph=True)
+    compiled, compiled_gradients = train_step(compiled_model, batch)
+    torch.testing.assert_close(compiled.loss, eager.loss)
+    for name, gradient in eager_gradients.items():
+        torch.testing.assert_close(compiled_gradients[name], gradient, msg=name)
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Benchmarks of MVaEMa against transformers' BLIP at the same size; see benchmarks/README.md."""
