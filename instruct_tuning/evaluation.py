@@ -2,13 +2,11 @@
 
 Both the student and the BLIP peer are evaluated by the same code: answers come from `generate`, and
 classification ranks the categories by `classify(..., method=...)` (the peer supports the decoder
-likelihood method only). References are passed through the tokenizer and back, so that lower-casing and
-WordPiece detokenisation treat the reference exactly as they treat the model's answer.
+likelihood method only). References are decoded from their own token ids, so that truncation, unknown words
+and WordPiece detokenisation treat the reference exactly as they treat the model's answer.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,10 +22,6 @@ def available_methods(model) -> list[str]:
     if not hasattr(config, "use_itc"):  # the BLIP peer has no contrastive or matching head
         return ["lm"]
     return [m for m in CLASSIFICATION_METHODS if (m != "itc" or config.use_itc) and (m != "itm" or config.use_itm)]
-
-
-def normalise_references(processor, texts: list[str]) -> list[str]:
-    return processor.batch_decode(processor.tokenizer(texts)["input_ids"], skip_special_tokens=True)
 
 
 @torch.no_grad()
@@ -57,8 +51,8 @@ def generate_answers(model, processor, table, pixel_store, device, batch_size: i
 def evaluate_vqa(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> dict:
     """BLEU-2/4, ROUGE-1/2/L, METEOR of generated answers against the teacher's (prompts with captions)."""
     predictions = generate_answers(model, processor, table, pixel_store, device, batch_size, limit)
-    references = normalise_references(processor, processor.batch_decode(
-        table.labels[: len(predictions)].clamp(min=0), skip_special_tokens=True))
+    # Decoding the reference's own token ids treats it exactly as the model's answer is treated (truncation, [UNK]).
+    references = processor.batch_decode(table.labels[: len(predictions)].clamp(min=0), skip_special_tokens=True)
     scores = VqaText().compute(predictions=predictions, references=references)
     scores["examples"] = [{"prediction": p, "reference": r} for p, r in list(zip(predictions, references))[:8]]
     return scores
