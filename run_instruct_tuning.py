@@ -50,8 +50,8 @@ class ScriptArguments:
     images: str | None = field(default=None, metadata={"help": "Image folder with one sub-folder per category."})
     teacher_cache: list[str] = field(default_factory=list, metadata={"help": "Teacher cache JSONL file(s) for --images."})
     dataset: str | None = field(default=None, metadata={"help": "A saved parquet folder or Hub dataset id (from mvaema-build-dataset)."})
-    synthetic_dir: str = field(default="data/synthetic", metadata={"help": "Where the built-in synthetic corpus is generated on first use."})
-    synthetic_per_category: int = field(default=40, metadata={"help": "Synthetic micrographs per category."})
+    synthetic_dir: str | None = field(default=None, metadata={"help": "Where the built-in synthetic corpus is generated (missing images only); default data/synthetic-<N>-per-category."})
+    synthetic_per_category: int = field(default=100, metadata={"help": "Synthetic micrographs per category."})
     num_folds: int = field(default=10, metadata={"help": "k of the k-fold split (the paper: 10)."})
     fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})
     cross_validate: bool = field(default=False, metadata={"help": "Run every fold and report mean +- std."})
@@ -67,8 +67,9 @@ class ScriptArguments:
 
     # Optimisation: the paper's values, except the epoch budget of the built-in synthetic demo (see README).
     learning_rate: float = 1e-3
+    warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear LR warm-up (not in the paper; Adam's first full-size steps disturb a model trained from scratch)."})
     batch_size: int = field(default=48, metadata={"help": "Global batch size (split across processes)."})
-    num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 12 for the built-in synthetic corpus."})
+    num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 15 for the built-in synthetic corpus."})
     lr_patience: int = field(default=5, metadata={"help": "Halve the learning rate after this many epochs without validation gain."})
     early_stopping_patience: int = 10
     questions_per_image: int = field(default=4, metadata={"help": "Questions of one image grouped in a batch (image encoded once)."})
@@ -91,7 +92,7 @@ class ScriptArguments:
     def __post_init__(self):
         uses_synthetic = self.images is None and self.dataset is None
         if uses_synthetic:  # the built-in demo must finish in minutes on a laptop CPU (see README)
-            self.num_epochs = 30 if self.num_epochs is None else self.num_epochs
+            self.num_epochs = 15 if self.num_epochs is None else self.num_epochs
             self.groups_per_image = 1 if self.groups_per_image is None else self.groups_per_image
         if self.num_epochs is None:
             self.num_epochs = 50
@@ -123,11 +124,13 @@ def load_corpus(args: ScriptArguments, accelerator: Accelerator):
     if args.images:
         image_root, caches = args.images, args.teacher_cache
     else:
-        synthetic = Path(args.synthetic_dir)
+        synthetic = Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
         image_root, caches = synthetic / "images", [synthetic / "teacher_cache.jsonl"]
-        if accelerator.is_main_process and not caches[0].exists():
-            logger.info("generating the built-in synthetic corpus in %s", synthetic)
-            generate_synthetic_corpus(synthetic, per_category=args.synthetic_per_category, seed=args.seed)
+        if accelerator.is_main_process:  # writes only what is missing: a second run, or an interrupted one, goes on
+            corpus = generate_synthetic_corpus(synthetic, per_category=args.synthetic_per_category, seed=args.seed,
+                                               workers=os.cpu_count() or 1)
+            if corpus.images_written:
+                logger.info("generated %d synthetic micrographs in %s", corpus.images_written, synthetic)
         accelerator.wait_for_everyone()
     with accelerator.main_process_first():
         return load_instruct_corpus(image_root, [str(c) for c in caches], num_folds=args.num_folds, seed=args.seed, cache_dir=str(cache_dir))
@@ -226,6 +229,18 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainingStat
     accelerator.wait_for_everyone()
 
 
+def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
+    """`optimizer.step()` at the learning rate scaled by (step + 1) / warmup_steps during warm-up. The scheduler's own
+    rate is restored afterwards, so ReduceLROnPlateau keeps halving the paper's rate, not a warm-up one."""
+    scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate * scale
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+
+
 def validation_loss(model, loader, device) -> float:
     """Mean loss over the whole validation set. Every process computes it on its own (the model does not gather
     across processes in eval mode), so all of them take the same early-stopping decision."""
@@ -283,7 +298,7 @@ def train_one_run(variant: str, fold: int, data: FoldData, processor, args: Scri
                 answer_tokens = (batch["labels"] != -100).sum()
                 outputs = model(**batch, num_items_in_batch=accelerator.reduce(answer_tokens, "sum"))
                 accelerator.backward(outputs.loss)
-                optimizer.step()
+                optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps, args.warmup_steps)
                 optimizer.zero_grad()
             samples += len(batch["input_ids"]) * accelerator.num_processes
             state.global_step += 1

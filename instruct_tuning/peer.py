@@ -1,7 +1,8 @@
 """The peer: transformers' own `BlipForQuestionAnswering` at MVaEMa's size, trained by the same loop on the same batches.
 
 Every results table and benchmark compares MVaEMa with this model, so the comparison must be fair:
-same vocabulary, image size, patch size, width, depth, heads, data, optimiser and epochs. Two things are
+same vocabulary, image size, patch size, width, depth, heads, weight initialisation scale, data, optimiser and
+epochs. Two things are
 adapted, both in the peer's favour: batches from the image-grouped collator are expanded to one image
 per question (BLIP encodes per question), and decoder inputs are built as BLIP expects ("labels already
 shifted right", starting with the decoder start token) so its loss ignores padding.
@@ -16,7 +17,9 @@ from transformers import BlipConfig, BlipForQuestionAnswering
 
 
 def blip_peer_config(mvaema_config) -> BlipConfig:
-    """A BlipConfig with the same vision and text dimensions and special tokens as `mvaema_config`."""
+    """A BlipConfig with the same vision and text dimensions, initialisation scale and special tokens as
+    `mvaema_config`. BLIP's own defaults (0.02, and 1e-10 for the vision embeddings) are sized for BLIP's
+    pretrained width; at width 64 trained from scratch they stall as MVaEMa's would (see MVaEMaVisionConfig)."""
     vision, text = mvaema_config.vision_config, mvaema_config.text_config
     return BlipConfig(
         vision_config={
@@ -26,6 +29,7 @@ def blip_peer_config(mvaema_config) -> BlipConfig:
             "num_attention_heads": vision.num_attention_heads,
             "image_size": vision.image_size,
             "patch_size": vision.patch_size,
+            "initializer_range": vision.initializer_range,
         },
         text_config={
             "vocab_size": text.vocab_size,
@@ -39,7 +43,9 @@ def blip_peer_config(mvaema_config) -> BlipConfig:
             "bos_token_id": mvaema_config.dec_token_id,
             "sep_token_id": mvaema_config.sep_token_id,
             "eos_token_id": mvaema_config.sep_token_id,
+            "initializer_range": text.initializer_range,
         },
+        initializer_range=text.initializer_range,
         projection_dim=getattr(mvaema_config, "projection_dim", vision.hidden_size),
     )
 

@@ -584,14 +584,23 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module):
-        if isinstance(module, MVaEMaVisionEmbeddings):
-            std = self.config.vision_config.initializer_range
-            init.trunc_normal_(module.class_embedding, std=std)
-            init.trunc_normal_(module.position_embedding, std=std)
+        """transformers' defaults at `text_config.initializer_range`; the vision tower's weights and the ITC image
+        projection at `vision_config.initializer_range`."""
+        super()._init_weights(module)
+        vision_std = self.config.vision_config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and self._reads_images(module):
+            init.normal_(module.weight, std=vision_std)
+        elif isinstance(module, MVaEMaVisionEmbeddings):
+            init.trunc_normal_(module.class_embedding, std=vision_std)
+            init.trunc_normal_(module.position_embedding, std=vision_std)
         elif isinstance(module, MVaEMaForQuestionAnswering) and module.temperature is not None:
             init.constant_(module.temperature, self.config.temperature_init)
-        else:
-            super()._init_weights(module)
+
+    def _reads_images(self, module: nn.Module) -> bool:
+        """Whether `module` belongs to the vision tower or is the ITC image projection."""
+        return module is getattr(self, "vision_projection", None) or any(
+            module is member for member in self.vision_model.modules()
+        )
 
 
 class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):

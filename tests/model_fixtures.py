@@ -36,7 +36,7 @@ def tiny_processor() -> MVaEMaProcessor:
 
 def tiny_config(ablation: str | None = None, **overrides) -> MVaEMaConfig:
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    # A wider initialisation than the default 0.02 gives an untrained model decisive (tie-free) next-token scores.
+    # A wider initialisation than the default 0.1 gives an untrained model decisive (tie-free) next-token scores.
     return MVaEMaConfig.from_tokenizer(
         tiny_tokenizer(),
         ablation,

@@ -36,7 +36,7 @@ def synthetic_dir(tmp_path_factory):
 
 
 def tiny_args(synthetic_dir, output_dir, *extra):
-    return ["--synthetic_dir", str(synthetic_dir), "--output_dir", str(output_dir), "--num_folds", "3",
+    return ["--synthetic_dir", str(synthetic_dir), "--synthetic_per_category", "3", "--output_dir", str(output_dir), "--num_folds", "3",
             "--num_epochs", "2", "--batch_size", "24", "--vocab_size", "600", "--model_overrides", TINY_MODEL,
             "--max_eval_questions", "16", *extra]
 
@@ -161,3 +161,20 @@ def test_bad_arguments_are_named():
         run_instruct_tuning.main(["--images", "somewhere"])
     with pytest.raises(ValueError, match="--ablation"):
         run_instruct_tuning.main(["--ablation", "no_everything"])
+
+
+def test_warmup_scales_only_the_first_steps_and_leaves_the_plateau_schedule_alone():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    applied = []
+    for step in range(6):
+        parameter.grad = torch.ones(1)
+        before = parameter.item()
+        run_instruct_tuning.optimizer_step_with_warmup(optimizer, step, warmup_steps=4)
+        applied.append(before - parameter.item())
+        assert optimizer.param_groups[0]["lr"] == 1.0  # the scheduler's rate is restored after every step
+    assert applied == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    scheduler.step(1.0)
+    scheduler.step(2.0)  # no improvement: halved from the paper's rate, not from a warm-up rate
+    assert optimizer.param_groups[0]["lr"] == 0.5
