@@ -203,7 +203,9 @@ class QACollator:
 
     With `caption_drop_rate` > 0 the caption is removed from that share of prompts (decided per pair and
     epoch from the seed), so the model also answers and classifies without being told the category.
-    `captions` = "always" | "never" | "drop" picks the prompt variant.
+    `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
+    still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
+    question, and classification compares images with caption-led category texts.
     """
 
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
@@ -235,7 +237,13 @@ class QACollator:
         attention_mask = torch.where(kept, table.prompt_mask[indices], table.prompt_mask_no_caption[indices])
         labels = table.labels[indices]
         unique_rows, image_index = torch.unique(table.image_rows[indices], return_inverse=True)
+        pair_prompt = {}
+        if self.captions == "drop":
+            pair_mask = table.prompt_mask[indices]
+            length = int(pair_mask.sum(1).max())
+            pair_prompt = {"pair_prompt_ids": table.prompt_ids[indices, :length], "pair_prompt_mask": pair_mask[:, :length]}
         return {
+            **pair_prompt,
             "pixel_values": self.pixel_store.normalized(unique_rows),
             "image_index": image_index,
             "image_keys": table.image_rows[indices],

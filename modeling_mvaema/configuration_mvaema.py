@@ -24,7 +24,7 @@ PAPER_ABLATION_NAMES = {
     "no_ca": "w/o CA",
     "no_csa": "w/o CSA",
 }
-ITM_NEGATIVE_MODES = ("sample", "hardest")
+ITM_NEGATIVE_MODES = ("sample", "hardest", "uniform")
 # Config field -> token text, in the order `train_wordpiece_tokenizer` creates them (so the default ids match).
 SPECIAL_TOKENS = {
     "pad_token_id": "[PAD]",
@@ -160,9 +160,14 @@ class MVaEMaConfig(PreTrainedConfig):
             of all objectives, as in the paper).
         temperature_init (`float`, defaults to 0.07): initial ITC softmax temperature (learnable), kept within
             [`temperature_min`, `temperature_max`] = [0.001, 0.5] when used.
-        itm_negatives (`str`, defaults to `"sample"`): how ITM picks its hard negatives while training: `"sample"`
-            draws them from the softmax of the ITC similarities, `"hardest"` takes the most similar non-matching one
-            (deterministic). In eval mode negatives are always the hardest, so validation losses are reproducible.
+        itm_negatives (`str`, defaults to `"sample"`): how ITM picks its negatives while training: `"sample"`
+            draws them from the softmax of the ITC similarities (BLIP's hard negatives), `"hardest"` takes the most
+            similar non-matching one (deterministic), `"uniform"` any other micrograph of the batch. In eval mode
+            negatives are the hardest (`"uniform"`: the first other), so validation losses are reproducible. Hard
+            negatives assume no other image of the batch fits the text; on a corpus whose texts mostly name the
+            category, ITC's most similar images are micrographs of the same category, which nearly do, and ITM can
+            stay at chance (measured on the synthetic corpus: 0.64 = chance with `"sample"`, 0.28 with `"uniform"`;
+            README, Training).
         itm_pairs_per_image (`int`, defaults to 1): how many of each micrograph's question/answer pairs the ITM loss
             scores per batch, each with its hard negative image and hard negative text (3 grounded-encoder sequences per
             pair); 0 scores every pair, as BLIP does with one caption per image. Batches group several questions per

@@ -804,6 +804,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         return_logits: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        pair_prompt_ids: torch.LongTensor | None = None,
+        pair_prompt_mask: torch.LongTensor | None = None,
     ) -> MVaEMaOutput | tuple:
         r"""
         Args:
@@ -833,6 +835,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             num_items_in_batch (`int`): answer tokens in the whole global batch (all processes). The LM loss is then
                 this process's token-loss sum times the world size over it, so that DDP's averaging of gradients gives
                 exactly the gradient of the global per-token mean, whatever each process's share of tokens.
+            pair_prompt_ids (`(B, Lp)`), pair_prompt_mask (`(B, Lp)`): the prompt ITC and ITM put before the answer,
+                instead of `input_ids`: e.g. with the caption that the VQA prompt leaves out, since the caption
+                describes the image whatever the question (`QACollator` passes it when it drops captions).
         """
         cache = self._decoder_cache(cache, past_key_values, use_cache)
         if encoder_outputs is None:
@@ -861,7 +866,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             token_logits, token_labels = self._answer_token_logits(decoder_states, logits, labels)
             losses = self._losses(
                 labels, token_logits, token_labels, encoder_outputs, image_keys, num_items_in_batch,
-                input_ids, attention_mask,
+                *((input_ids, attention_mask) if pair_prompt_ids is None else (pair_prompt_ids, pair_prompt_mask)),
             )
         output = MVaEMaOutput(
             logits=logits,
@@ -964,19 +969,20 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         encoder_outputs: MVaEMaEncoderOutput,
         image_keys: torch.Tensor | None,
         num_items_in_batch: int | torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
+        """The enabled losses and their weighted sum; ITC and ITM read "prompt + answer" (`_pair_texts`)."""
         losses = {"loss_lm": self._lm_loss(token_logits, token_labels, num_items_in_batch)}
         losses["loss_itc"], losses["loss_itm"] = None, None
         if self.config.use_itc or self.config.use_itm:
-            if encoder_outputs.image_embeds is None or encoder_outputs.image_index is None or input_ids is None:
+            if encoder_outputs.image_embeds is None or encoder_outputs.image_index is None or prompt_ids is None:
                 raise ValueError(
                     "modeling_mvaema.py: ITC/ITM need the image embeddings and the prompt; pass pixel_values and "
                     "input_ids (with encoder_outputs from encode(), which keeps the image embeddings, pass input_ids "
                     "and attention_mask too)."
                 )
-            text_ids, text_mask = self._pair_texts(input_ids, self._text_mask(input_ids, attention_mask), labels)
+            text_ids, text_mask = self._pair_texts(prompt_ids, self._text_mask(prompt_ids, prompt_mask), labels)
             losses["loss_itc"], losses["loss_itm"] = self._image_text_losses(
                 text_ids, text_mask, encoder_outputs.image_embeds, encoder_outputs.image_index, image_keys
             )
@@ -1114,13 +1120,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """For each scored pair p (`pairs` `(P,)`, default all B): an image row of another micrograph (negative image
         for text p, `(P,)`) and a text of the batch about another micrograph (negative text for p's image, `(P,)`).
-        Sampled while training from the softmax of the ITC logits `(B, I)` (uniformly without ITC, whatever
-        `itm_negatives` says); otherwise the most similar one (without ITC: the first other)."""
-        if text_to_image is None:
+        Sampled while training from the softmax of the ITC logits `(B, I)` (uniformly without ITC or with
+        `itm_negatives="uniform"`); otherwise the most similar one (without ITC or similarities: the first other)."""
+        if text_to_image is None or self.config.itm_negatives == "uniform":
             text_to_image = torch.zeros(len(text_keys), len(row_keys), device=text_keys.device)
         if pairs is None:
             pairs = torch.arange(len(text_keys), device=text_keys.device)
-        sample = self.training and (self.config.itm_negatives == "sample" or not self.config.use_itc)
+        sample = self.training and self.config.itm_negatives != "hardest"
         pair_keys = text_keys[pairs, None]
         negative_images = pick_negatives(text_to_image[pairs], pair_keys == row_keys[None, :], sample)
         image_to_text = text_to_image.T[image_index[pairs]]

@@ -109,8 +109,9 @@ def test_image_keys_make_repeated_rows_one_micrograph():
         model(**batch, image_keys=torch.tensor([-1, 12, 11, 13]))
 
 
-def test_itm_negatives_never_use_the_pairs_own_micrograph():
-    model = tiny_model()
+@pytest.mark.parametrize("mode", ["sample", "hardest", "uniform"])
+def test_itm_negatives_never_use_the_pairs_own_micrograph(mode):
+    model = tiny_model(itm_negatives=mode)
     generator = torch.Generator().manual_seed(0)
     row_keys = torch.tensor([3, 4, 5, 3])  # rows 0 and 3 hold the same micrograph
     for trial in range(40):
@@ -124,6 +125,8 @@ def test_itm_negatives_never_use_the_pairs_own_micrograph():
         assert (text_keys[negative_texts] != text_keys).all()
     model.eval()  # eval: the hardest (most similar) image and text of another micrograph
     negative_images, negative_texts = model._itm_negatives(text_to_image, image_index, row_keys, text_keys)
+    if mode == "uniform":  # similarities are ignored: the first other micrograph
+        text_to_image = torch.zeros_like(text_to_image)
     masked = text_to_image.masked_fill(text_keys[:, None] == row_keys, float("-inf"))
     assert torch.equal(negative_images, masked.argmax(dim=1))
     masked_texts = text_to_image.T[image_index].masked_fill(text_keys[:, None] == text_keys, float("-inf"))
@@ -160,6 +163,29 @@ def test_itm_loss_equals_pair_by_pair_recomputation(pairs_per_image, scored):
             targets.append(target)
     expected = F.binary_cross_entropy_with_logits(torch.stack(logits), torch.tensor(targets))
     torch.testing.assert_close(output.loss_itm, expected)
+
+
+def test_uniform_itm_negatives_ignore_the_similarities():
+    model = tiny_model(itm_negatives="uniform").train()
+    row_keys, image_index = torch.arange(4), torch.arange(8) % 4
+    text_to_image = torch.tensor([[0.0, 100.0, 0.0, 0.0]]).expand(8, -1)  # image 1 is by far the most similar
+    torch.manual_seed(0)
+    chosen = torch.cat([model._itm_negatives(text_to_image, image_index, row_keys, image_index)[0] for _ in range(20)])
+    about_micrograph_0 = (image_index == 0).repeat(20)
+    assert set(chosen[about_micrograph_0].tolist()) == {1, 2, 3}
+
+
+def test_pair_prompt_replaces_the_prompt_for_itc_and_itm_only():
+    """ITC and ITM read `pair_prompt_ids` + answer; the question encoder and the LM still read `input_ids`."""
+    processor, model = tiny_processor(), tiny_model().eval()
+    with_captions = qa_batch(processor, SHARED_IMAGES)
+    without = processor(images=micrographs(3), questions=QUESTIONS, answers=ANSWERS, image_index=SHARED_IMAGES)
+    mixed = model(**without, pair_prompt_ids=with_captions["input_ids"], pair_prompt_mask=with_captions["attention_mask"])
+    captioned, plain = model(**with_captions), model(**without)
+    torch.testing.assert_close(mixed.loss_itc, captioned.loss_itc)
+    torch.testing.assert_close(mixed.loss_itm, captioned.loss_itm)
+    torch.testing.assert_close(mixed.loss_lm, plain.loss_lm)
+    assert not torch.isclose(captioned.loss_itc, plain.loss_itc)
 
 
 def test_single_image_batch_skips_itm_and_still_trains():

@@ -178,3 +178,18 @@ def test_warmup_scales_only_the_first_steps_and_leaves_the_plateau_schedule_alon
     scheduler.step(1.0)
     scheduler.step(2.0)  # no improvement: halved from the paper's rate, not from a warm-up rate
     assert optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_collator_drops_captions_from_prompts_but_not_from_pair_prompts():
+    from instruct_tuning.data import PixelStore, QACollator, QATable
+
+    captioned = torch.tensor([[2, 10, 11, 12, 3], [2, 10, 11, 13, 3], [2, 10, 11, 14, 3]])
+    plain = torch.tensor([[2, 12, 3, 0, 0], [2, 13, 3, 0, 0], [2, 14, 3, 0, 0]])
+    table = QATable(image_rows=torch.tensor([0, 0, 1]), prompt_ids=captioned, prompt_mask=torch.ones_like(captioned),
+                    prompt_ids_no_caption=plain, prompt_mask_no_caption=(plain != 0).long(),
+                    labels=torch.tensor([[20, 3], [21, 3], [22, 3]]), category=torch.tensor([0, 0, 1]))
+    store = PixelStore(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"])
+    batch = QACollator(table, store, captions="drop", caption_drop_rate=1.0)([0, 1, 2])
+    assert torch.equal(batch["input_ids"], plain[:, :3]) and torch.equal(batch["pair_prompt_ids"], captioned)
+    assert torch.equal(batch["image_index"], torch.tensor([0, 0, 1])) and batch["pixel_values"].shape[0] == 2
+    assert "pair_prompt_ids" not in QACollator(table, store, captions="always")([0, 1, 2])
