@@ -100,6 +100,8 @@ class ScriptArguments:
             raise ValueError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
         if self.ablation not in ("none", "all", *ABLATIONS):
             raise ValueError(f"--ablation must be none, all or one of {', '.join(ABLATIONS)}; got {self.ablation!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
         if not 0 <= self.fold < self.num_folds:
             raise ValueError(f"--fold {self.fold} is outside 0..{self.num_folds - 1}")
 

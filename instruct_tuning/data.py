@@ -237,20 +237,26 @@ class QACollator:
         attention_mask = torch.where(kept, table.prompt_mask[indices], table.prompt_mask_no_caption[indices])
         labels = table.labels[indices]
         unique_rows, image_index = torch.unique(table.image_rows[indices], return_inverse=True)
+        input_ids, attention_mask = trim_to_longest(input_ids, attention_mask)
         pair_prompt = {}
         if self.captions == "drop":
-            pair_mask = table.prompt_mask[indices]
-            length = int(pair_mask.sum(1).max())
-            pair_prompt = {"pair_prompt_ids": table.prompt_ids[indices, :length], "pair_prompt_mask": pair_mask[:, :length]}
+            pair_ids, pair_mask = trim_to_longest(table.prompt_ids[indices], table.prompt_mask[indices])
+            pair_prompt = {"pair_prompt_ids": pair_ids, "pair_prompt_mask": pair_mask}
         return {
             **pair_prompt,
             "pixel_values": self.pixel_store.normalized(unique_rows),
             "image_index": image_index,
             "image_keys": table.image_rows[indices],
-            "input_ids": input_ids[:, : int(attention_mask.sum(1).max())],
-            "attention_mask": attention_mask[:, : int(attention_mask.sum(1).max())],
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
             "labels": labels[:, : int((labels != -100).sum(1).max())],
         }
+
+
+def trim_to_longest(token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, L) ids and mask cut to the batch's longest text."""
+    length = int(mask.sum(1).max())
+    return token_ids[:, :length], mask[:, :length]
 
 
 def index_loader(table: QATable, batch_sampler, collator: QACollator) -> torch.utils.data.DataLoader:

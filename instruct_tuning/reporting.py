@@ -145,7 +145,7 @@ def render_model_card(summary: dict, corpus) -> str:
         num_images=len(set(corpus["image_id"])), num_pairs=len(corpus), class_names=", ".join(summary["meta"]["class_names"]),
         synthetic_only=all(t.startswith("grounded-synthetic") for t in teachers),
         results_tables=results_tables(summary), epochs=arguments["num_epochs"], batch_size=arguments["batch_size"],
-        learning_rate=arguments["learning_rate"], warmup_steps=arguments.get("warmup_steps", 0), folds=", ".join(str(f) for f in section.get("folds", [])),
+        learning_rate=arguments["learning_rate"], warmup_steps=arguments["warmup_steps"], folds=", ".join(str(f) for f in section.get("folds", [])),
         num_folds=arguments["num_folds"],
     )
     return str(card)

@@ -161,6 +161,8 @@ def test_bad_arguments_are_named():
         run_instruct_tuning.main(["--images", "somewhere"])
     with pytest.raises(ValueError, match="--ablation"):
         run_instruct_tuning.main(["--ablation", "no_everything"])
+    with pytest.raises(ValueError, match="--warmup_steps"):
+        run_instruct_tuning.main(["--warmup_steps", "-1"])
 
 
 def test_warmup_scales_only_the_first_steps_and_leaves_the_plateau_schedule_alone():
