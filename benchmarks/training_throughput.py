@@ -59,10 +59,10 @@ def feed_forward_on_every_position():
 
 def contestant(
     model, batches: list[dict], device: torch.device, dtype: str, forward_kwargs: dict | None = None,
-    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext, fused_adam: bool = False,
 ) -> Callable[[], None]:
     """A callable running one training step on each of `batches` (one timed call = len(batches) steps)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam or None)
     model.train()
 
     def run() -> None:
@@ -190,6 +190,9 @@ def fast_path_gains(workload: common.Workload, args, device: torch.device) -> li
                          device, "fp32", forward_kwargs, context)
         for name, (variant_batches, overrides, forward_kwargs, context) in variants.items()
     }
+    # Not a fast path of the model but of the step: one fused kernel for Adam instead of torch's multi-tensor default.
+    contestants["fused Adam (added)"] = contestant(common.build_model(common.MVAEMA, workload.processor, device), batches,
+                                                   device, "fp32", fused_adam=True)
     contestants[common.PEER] = contestant(common.build_model(common.PEER, workload.processor, device), batches, device, "fp32")
     rows = compare(contestants, 48 * args.steps, args, device, {"batch_size": 48, "dtype": "fp32"})
     fastest = next(row for row in rows if row["model"] == "all fast paths")
@@ -221,6 +224,35 @@ def operator_counts(workload: common.Workload, device: torch.device) -> dict[str
             run()
         counts[name] = counter.count
     return counts
+
+
+def kernel_profile(workload: common.Workload, args, device: torch.device) -> list[dict]:
+    """On a GPU: CUDA kernels launched per training step and the time they keep the GPU busy, against the step's
+    wall time measured without the profiler. Busy time far under wall time means the step is bound by the host
+    (Python, dispatch, launches, synchronisations), not by the GPU's arithmetic or memory."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for batch_size in sorted({48, max(args.batch_sizes)}):
+        batches = [common.to_device(b, device) for b in common.training_batches(workload, batch_size, args.steps)]
+        for dtype in args.dtypes:
+            for name in (common.MVAEMA, common.PEER):
+                run = contestant(common.build_model(name, workload.processor, device), batches, device, dtype)
+                wall = common.median(common.interleaved_seconds({name: run}, 3, 1, device)[name]) / args.steps
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+                    run()
+                    common.synchronize(device)
+                kernels = [event for event in profiler.events() if event.device_type == DeviceType.CUDA]
+                busy = sum(event.self_device_time_total for event in kernels) / 1e3 / args.steps
+                rows.append({"batch_size": batch_size, "dtype": dtype, "model": name, "wall_ms_per_step": wall * 1e3,
+                             "kernels_per_step": len(kernels) / args.steps, "gpu_busy_ms_per_step": busy,
+                             "gpu_busy_fraction": busy / (wall * 1e3)})
+                print(f"  profile batch {batch_size} {dtype} {name}: {wall * 1e3:.1f} ms/step, "
+                      f"{len(kernels) / args.steps:.0f} kernels, GPU busy {busy:.1f} ms", flush=True)
+                del run
+                release(device)
+    return rows
 
 
 def peak_memory(workload: common.Workload, args, device: torch.device) -> list[dict]:
@@ -317,6 +349,8 @@ def run(args: argparse.Namespace) -> dict:
         results["fast_paths"] = fast_path_gains(workload, args, device)
     if args.memory:
         results["peak_memory"] = peak_memory(workload, args, device)
+    if device.type == "cuda" and not args.compile:
+        results["kernel_profile"] = kernel_profile(workload, args, device)
     results["environment"]["load_average_after"] = common.environment(device)["load_average"]
     results["complete"] = True
     print_results(results)
@@ -340,6 +374,12 @@ def print_results(results: dict) -> None:
                            ["variant", "ms/step", "samples/s", "spread", "slower by"],
                            [[r["model"], f"{r['ms_per_step']:.1f}", f"{r['samples_per_second']:.0f}", r["spread"],
                              f"{r['slowdown_vs_all_fast_paths']:.2f}x"] for r in results["fast_paths"]])
+    if "kernel_profile" in results:
+        common.print_table("Where a GPU training step goes (kernels from torch.profiler; wall time without it)",
+                           ["batch", "dtype", "model", "wall ms/step", "kernels/step", "GPU busy ms", "busy"],
+                           [[r["batch_size"], r["dtype"], r["model"], f"{r['wall_ms_per_step']:.1f}",
+                             f"{r['kernels_per_step']:.0f}", f"{r['gpu_busy_ms_per_step']:.1f}",
+                             f"{r['gpu_busy_fraction']:.0%}"] for r in results["kernel_profile"]])
     if "peak_memory" in results:
         common.print_table("Peak memory of a training step at batch 48", ["model", "measure", "MiB"],
                            [[r["model"], key, f"{value:.0f}"] for r in results["peak_memory"]

@@ -140,7 +140,8 @@ def add_on_rows(hidden_states: torch.Tensor, block: nn.Module, rows: torch.Tenso
     if rows is None:
         return hidden_states + block(hidden_states)
     flat = hidden_states.flatten(0, 1)
-    return flat.index_add(0, rows, block(flat.index_select(0, rows))).view_as(hidden_states)
+    # Under autocast `block` answers in the autocast dtype; the residual stream keeps its own, as `+` above does.
+    return flat.index_add(0, rows, block(flat.index_select(0, rows)).to(flat.dtype)).view_as(hidden_states)
 
 
 def self_attention_mask(

@@ -494,6 +494,25 @@ def test_training_fast_paths_leave_losses_and_gradients_unchanged(ablation, monk
         torch.testing.assert_close(gradient, plain_gradients[name], msg=name)
 
 
+@pytest.mark.parametrize("ablation", [None, "no_ca", "no_sa", "no_csa"])
+def test_bf16_autocast_trains_and_generates_close_to_fp32(ablation):
+    """Mixed precision (`accelerate launch --mixed_precision bf16`, the GPU benchmarks) runs every path, the
+    feed-forward networks on read rows only included, and stays within bf16 rounding of fp32."""
+    batch = qa_batch(tiny_processor(), SHARED_IMAGES)
+    exact, _ = train_step(tiny_model(ablation).train(), batch)
+    model = tiny_model(ablation).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, mixed_gradients = train_step(model, batch)
+    assert mixed.loss.dtype == torch.float32 and torch.isfinite(mixed.loss)
+    torch.testing.assert_close(mixed.loss, exact.loss, rtol=0.05, atol=0.05)
+    assert all(torch.isfinite(gradient).all() for gradient in mixed_gradients.values())
+    model.eval()
+    inputs = {name: batch[name] for name in ("pixel_values", "image_index", "input_ids", "attention_mask")}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        answers = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert answers.shape[0] == batch["input_ids"].shape[0]
+
+
 def test_text_stack_skips_only_positions_nobody_reads():
     model, processor = tiny_model().eval(), tiny_processor()
     batch = qa_batch(processor)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark on one lent GPU, sized to end within 8 minutes (two stages, each under `timeout`, so the first
+# Every benchmark on one lent GPU, sized to end within 6 minutes (two stages, each under `timeout`, so the first
 # stage's results survive when the second runs long). Run from the repository root, on the device machine:
 #
 #   here:   benchmarks/gpu/fetch_wheels.sh                       # once: the wheels the machine lacks, into .whl/
@@ -22,10 +22,10 @@ hub.__version__, '|', torch.cuda.get_device_name())" || exit 1
 CACHE=/tmp/mvaema-bench
 
 echo "== stage 1: eager fp32 + bf16: training sweep, fast paths, memory; generation; data pipeline"
-timeout 300 python3 -m benchmarks.run_all --device cuda --rounds 3 --cache-dir "$CACHE" --out "$OUT"
+timeout 250 python3 -m benchmarks.run_all --device cuda --rounds 3 --cache-dir "$CACHE" --out "$OUT"
 echo "== stage 1 exit status $?"
 
 echo "== stage 2: torch.compile (MVaEMa: compile_for_training; peer: model.compile()), bf16, batch 48 and 4096"
-timeout 130 python3 -m benchmarks.training_throughput --device cuda --compile --dtypes bf16 --batch-sizes 48 4096 \
+timeout 100 python3 -m benchmarks.training_throughput --device cuda --compile --dtypes bf16 --batch-sizes 48 4096 \
     --warmup 2 --rounds 3 --cache-dir "$CACHE" --out "$OUT/compile.json"
 echo "== stage 2 exit status $?"
