@@ -173,8 +173,10 @@ def best_batches(rows: list[dict]) -> list[dict]:
 
 
 def fast_path_gains(workload: common.Workload, args, device: torch.device) -> list[dict]:
-    """MVaEMa at batch 48 with all fast paths, with each one switched off, and with all of them off."""
-    batches = [common.to_device(b, device) for b in common.training_batches(workload, 48, args.steps)]
+    """MVaEMa with all fast paths, with each one switched off, and with all of them off (at `--fast-paths-batch`,
+    in `--fast-paths-dtype`)."""
+    size, dtype = args.fast_paths_batch, args.fast_paths_dtype
+    batches = [common.to_device(b, device) for b in common.training_batches(workload, size, args.steps)]
     expanded = [one_image_per_question(batch) for batch in batches]
     every_pair = {"itm_pairs_per_image": 0}
     variants = {
@@ -187,14 +189,14 @@ def fast_path_gains(workload: common.Workload, args, device: torch.device) -> li
     }
     contestants = {
         name: contestant(common.build_model(common.MVAEMA, workload.processor, device, **overrides), variant_batches,
-                         device, "fp32", forward_kwargs, context)
+                         device, dtype, forward_kwargs, context)
         for name, (variant_batches, overrides, forward_kwargs, context) in variants.items()
     }
     # Not a fast path of the model but of the step: one fused kernel for Adam instead of torch's multi-tensor default.
     contestants["fused Adam (added)"] = contestant(common.build_model(common.MVAEMA, workload.processor, device), batches,
-                                                   device, "fp32", fused_adam=True)
-    contestants[common.PEER] = contestant(common.build_model(common.PEER, workload.processor, device), batches, device, "fp32")
-    rows = compare(contestants, 48 * args.steps, args, device, {"batch_size": 48, "dtype": "fp32"})
+                                                   device, dtype, fused_adam=True)
+    contestants[common.PEER] = contestant(common.build_model(common.PEER, workload.processor, device), batches, device, dtype)
+    rows = compare(contestants, size * args.steps, args, device, {"batch_size": size, "dtype": dtype})
     fastest = next(row for row in rows if row["model"] == "all fast paths")
     for row in rows:
         row["slowdown_vs_all_fast_paths"] = row["ms_per_step"] / fastest["ms_per_step"]
@@ -247,12 +249,23 @@ def kernel_profile(workload: common.Workload, args, device: torch.device) -> lis
                 busy = sum(event.self_device_time_total for event in kernels) / 1e3 / args.steps
                 rows.append({"batch_size": batch_size, "dtype": dtype, "model": name, "wall_ms_per_step": wall * 1e3,
                              "kernels_per_step": len(kernels) / args.steps, "gpu_busy_ms_per_step": busy,
-                             "gpu_busy_fraction": busy / (wall * 1e3)})
+                             "gpu_busy_fraction": busy / (wall * 1e3), "top_kernels": top_kernels(kernels, args.steps)})
                 print(f"  profile batch {batch_size} {dtype} {name}: {wall * 1e3:.1f} ms/step, "
                       f"{len(kernels) / args.steps:.0f} kernels, GPU busy {busy:.1f} ms", flush=True)
                 del run
                 release(device)
     return rows
+
+
+def top_kernels(kernels: list, steps: int, top: int = 12) -> list[dict]:
+    """The kernels that take most GPU time per step, grouped by name (names cut to 90 characters)."""
+    totals: dict[str, list[float]] = {}
+    for event in kernels:
+        entry = totals.setdefault(event.name[:90], [0.0, 0])
+        entry[0] += event.self_device_time_total / 1e3 / steps
+        entry[1] += 1 / steps
+    ranked = sorted(totals.items(), key=lambda item: item[1][0], reverse=True)[:top]
+    return [{"kernel": name, "ms_per_step": ms, "launches_per_step": launches} for name, (ms, launches) in ranked]
 
 
 def peak_memory(workload: common.Workload, args, device: torch.device) -> list[dict]:
@@ -311,6 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per model (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per model before timing")
     parser.add_argument("--fast-paths", action="store_true", help="also measure MVaEMa with each fast path off")
+    parser.add_argument("--fast-paths-batch", type=int, default=48, help="batch size of the --fast-paths table")
+    parser.add_argument("--fast-paths-dtype", choices=["fp32", "bf16"], default="fp32", help="its dtype")
     parser.add_argument("--compile", action="store_true", help="also measure both models under torch.compile")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory at batch 48")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: batch 48 only, 2 steps, 2 rounds")
@@ -327,7 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.dtypes = args.dtypes or (["fp32", "bf16"] if on_gpu else ["fp32"])
     if args.quick:
         args.steps, args.rounds = 2, 2
-    args.per_category = args.per_category or common.per_category_for(max(args.batch_sizes))
+    args.per_category = args.per_category or common.per_category_for(max(args.batch_sizes + [args.fast_paths_batch]))
     return args
 
 
@@ -370,7 +385,8 @@ def print_results(results: dict) -> None:
     common.print_table("ATen operators dispatched per training step (batch 48)", ["model", "operators"],
                        [[name, count] for name, count in counts.items()])
     if "fast_paths" in results:
-        common.print_table("MVaEMa fast paths at batch 48, fp32 (each row switches one off)",
+        first = results["fast_paths"][0]
+        common.print_table(f"MVaEMa fast paths at batch {first['batch_size']}, {first['dtype']} (each row switches one off)",
                            ["variant", "ms/step", "samples/s", "spread", "slower by"],
                            [[r["model"], f"{r['ms_per_step']:.1f}", f"{r['samples_per_second']:.0f}", r["spread"],
                              f"{r['slowdown_vs_all_fast_paths']:.2f}x"] for r in results["fast_paths"]])
@@ -380,6 +396,13 @@ def print_results(results: dict) -> None:
                            [[r["batch_size"], r["dtype"], r["model"], f"{r['wall_ms_per_step']:.1f}",
                              f"{r['kernels_per_step']:.0f}", f"{r['gpu_busy_ms_per_step']:.1f}",
                              f"{r['gpu_busy_fraction']:.0%}"] for r in results["kernel_profile"]])
+        largest = max(r["batch_size"] for r in results["kernel_profile"])
+        for r in results["kernel_profile"]:
+            if r["batch_size"] == largest:
+                common.print_table(f"Top kernels per step, batch {largest}, {r['dtype']}, {r['model']}",
+                                   ["kernel", "ms/step", "launches"],
+                                   [[k["kernel"], f"{k['ms_per_step']:.2f}", f"{k['launches_per_step']:.0f}"]
+                                    for k in r["top_kernels"]])
     if "peak_memory" in results:
         common.print_table("Peak memory of a training step at batch 48", ["model", "measure", "MiB"],
                            [[r["model"], key, f"{value:.0f}"] for r in results["peak_memory"]

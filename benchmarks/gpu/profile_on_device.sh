@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The second GPU call: where a large-batch training step spends its GPU time, which fast paths pay there, and
+# torch.compile at the largest batch. Run after run_on_device.sh, on the device machine, from the repository root:
+#
+#   device: run(command="bash benchmarks/gpu/profile_on_device.sh", carry=[".whl"], timeout_s=330)
+#
+# Results land in $OUT: profile.json (eager: batch 8192 bf16, top kernels at 48 and 8192, fast paths at 4096 bf16),
+# compile.json (compiled, batch 8192 bf16) and run.log.
+set -uo pipefail
+OUT=${OUT:-results/gpu}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/run.log") 2>&1
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+CACHE=/tmp/mvaema-bench
+
+echo "== stage 1: eager bf16 at batch 8192, kernel profile, fast paths at batch 4096"
+timeout 120 python3 -m benchmarks.training_throughput --device cuda --dtypes bf16 --batch-sizes 8192 --rounds 3 \
+    --fast-paths --fast-paths-batch 4096 --fast-paths-dtype bf16 --cache-dir "$CACHE" --out "$OUT/profile.json"
+echo "== stage 1 exit status $?"
+
+echo "== stage 2: torch.compile, bf16, batch 8192"
+timeout 150 python3 -m benchmarks.training_throughput --device cuda --compile --dtypes bf16 --batch-sizes 8192 \
+    --warmup 2 --rounds 3 --cache-dir "$CACHE" --out "$OUT/compile.json"
+echo "== stage 2 exit status $?"
