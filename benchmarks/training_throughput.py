@@ -232,7 +232,6 @@ def kernel_profile(workload: common.Workload, args, device: torch.device) -> lis
     """On a GPU: CUDA kernels launched per training step and the time they keep the GPU busy, against the step's
     wall time measured without the profiler. Busy time far under wall time means the step is bound by the host
     (Python, dispatch, launches, synchronisations), not by the GPU's arithmetic or memory."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     rows = []
@@ -245,7 +244,7 @@ def kernel_profile(workload: common.Workload, args, device: torch.device) -> lis
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
                     run()
                     common.synchronize(device)
-                kernels = [event for event in profiler.events() if event.device_type == DeviceType.CUDA]
+                kernels = gpu_kernels(profiler.events())
                 busy = sum(event.self_device_time_total for event in kernels) / 1e3 / args.steps
                 rows.append({"batch_size": batch_size, "dtype": dtype, "model": name, "wall_ms_per_step": wall * 1e3,
                              "kernels_per_step": len(kernels) / args.steps, "gpu_busy_ms_per_step": busy,
@@ -255,6 +254,15 @@ def kernel_profile(workload: common.Workload, args, device: torch.device) -> lis
                 del run
                 release(device)
     return rows
+
+
+def gpu_kernels(events) -> list:
+    """The profiler events that are GPU kernels. The optimizer's step also shows on the GPU track, as a range
+    ("Optimizer.step#Adam.step") around its kernels: an annotation, and counting it would count that time twice."""
+    from torch.autograd import DeviceType
+
+    return [event for event in events if event.device_type == DeviceType.CUDA
+            and not getattr(event, "is_user_annotation", False) and "#" not in event.name]
 
 
 def top_kernels(kernels: list, steps: int, top: int = 12) -> list[dict]:

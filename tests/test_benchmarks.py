@@ -1,0 +1,55 @@
+"""The benchmarks run end to end (smallest settings) and their GPU-profile bookkeeping counts what it should."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from torch.autograd import DeviceType
+
+from benchmarks.training_throughput import gpu_kernels, top_kernels
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def kernel(name: str, microseconds: float, device_type=DeviceType.CUDA, annotation=False):
+    return SimpleNamespace(name=name, self_device_time_total=microseconds, device_type=device_type,
+                           is_user_annotation=annotation)
+
+
+def test_kernel_profile_counts_kernels_only_and_ranks_them_per_step():
+    events = [kernel("gemm", 300), kernel("gemm", 100), kernel("layer_norm", 150), kernel("gemm", 200),
+              kernel("aten::linear", 999, DeviceType.CPU), kernel("Optimizer.step#Adam.step", 500),
+              kernel("my_range", 800, annotation=True)]
+    kernels = gpu_kernels(events)
+    assert [event.name for event in kernels] == ["gemm", "gemm", "layer_norm", "gemm"]
+    ranked = top_kernels(kernels, steps=2)
+    assert [row["kernel"] for row in ranked] == ["gemm", "layer_norm"]
+    assert ranked[0]["ms_per_step"] == pytest.approx(0.3) and ranked[0]["launches_per_step"] == pytest.approx(1.5)
+    assert top_kernels(kernels, steps=1, top=1) == [{"kernel": "gemm", "ms_per_step": pytest.approx(0.6), "launches_per_step": 3}]
+
+
+@pytest.mark.slow
+def test_every_benchmark_runs_and_reports_both_models_with_ratios(tmp_path):
+    """`python -m benchmarks.run_all --quick` as the README gives it: every table, both models, a ratio each."""
+    out = tmp_path / "results"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    training = {row["model"]: row for row in summary["training_batch48"]}
+    assert set(training) == {"mvaema", "blip_peer"} and training["blip_peer"]["ratio_vs_peer"] == 1.0
+    assert training["mvaema"]["samples_per_second"] > 0 and training["mvaema"]["ratio_vs_peer"] > 0
+    generation = {(row["model"], row["batch_size"]) for row in summary["generation"]}
+    assert generation == {(model, size) for model in ("mvaema", "blip_peer") for size in (1, 48)}
+    assert all(row["images_per_second"] > 0 for row in summary["data_pipeline"]["decoding"])
+    assert {row["model"] for row in summary["projection"]["projection"]} == {"mvaema", "blip_peer"}
+    full = json.loads((out / "training.json").read_text())
+    assert full["complete"] and {row["model"] for row in full["fast_paths"]} >= {"all fast paths", "no fast path"}
+    assert {row["model"] for row in full["peak_memory"]} == {"mvaema", "blip_peer"}
