@@ -8,6 +8,8 @@ Both models train on the same real batches (see `benchmarks/common.py`) with the
 (Adam, lr 1e-3), in alternating rounds; samples/s counts question/answer pairs. `--fast-paths` measures what each
 of MVaEMa's training fast paths gains by running the model with it switched off (outputs are the same either way,
 tests/test_modeling.py proves it; the ITM subset is a documented choice of objective, see `itm_pairs_per_image`).
+On a GPU it also profiles a step at batch 48 and at the largest batch: kernels launched, the time they keep the GPU
+busy against the wall time, and the kernels that take most of it.
 """
 
 from __future__ import annotations
