@@ -2,19 +2,11 @@
 # The second GPU call: where a large-batch training step spends its GPU time, which fast paths pay there, and
 # torch.compile at the largest batch. Run after run_on_device.sh, on the device machine, from the repository root:
 #
-#   device: run(command="bash benchmarks/gpu/profile_on_device.sh", carry=[".whl"], timeout_s=330)
+#   device: run(command="bash benchmarks/gpu/profile_on_device.sh", carry=[".whl"], timeout_s=320)   # 262 s on an H200
 #
 # Results land in $OUT: profile.json (eager: batch 8192 bf16, top kernels at 48 and 8192, fast paths at 4096 bf16),
 # compile.json (compiled, batch 8192 bf16) and run.log.
-set -uo pipefail
-OUT=${OUT:-results/gpu}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/run.log") 2>&1
-
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-CACHE=/tmp/mvaema-bench
+source "$(dirname "$0")/device_env.sh"
 
 echo "== stage 1: eager bf16 at batch 8192, kernel profile, fast paths at batch 4096"
 timeout 120 python3 -m benchmarks.training_throughput --device cuda --dtypes bf16 --batch-sizes 8192 --rounds 3 \

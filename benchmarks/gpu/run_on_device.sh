@@ -3,23 +3,12 @@
 # stage's results survive when the second runs long). Run from the repository root, on the device machine:
 #
 #   here:   benchmarks/gpu/fetch_wheels.sh                       # once: the wheels the machine lacks, into .whl/
-#   device: run(command="bash benchmarks/gpu/run_on_device.sh", carry=[".whl"], timeout_s=500)
+#   device: run(command="bash benchmarks/gpu/run_on_device.sh", carry=[".whl"], timeout_s=420)   # 342 s on an H200
 #
 # Results land in $OUT (the device tool brings back at most 8 files): training.json, generation.json,
 # data_pipeline.json, projection.json, summary.json (stage 1: eager, fp32 and bf16), compile.json (stage 2:
 # torch.compile, bf16) and run.log (versions, nvidia-smi, every table printed).
-set -uo pipefail
-OUT=${OUT:-results/gpu}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/run.log") 2>&1
-
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-python3 -c "import torch, transformers, datasets, huggingface_hub as hub; print('torch', torch.__version__, 'cuda',
-torch.version.cuda, '| transformers', transformers.__version__, '| datasets', datasets.__version__, '| hub',
-hub.__version__, '|', torch.cuda.get_device_name())" || exit 1
-CACHE=/tmp/mvaema-bench
+source "$(dirname "$0")/device_env.sh"
 
 echo "== stage 1: eager fp32 + bf16: training sweep, fast paths, memory; generation; data pipeline"
 timeout 250 python3 -m benchmarks.run_all --device cuda --rounds 3 --cache-dir "$CACHE" --out "$OUT"
