@@ -156,6 +156,18 @@ def test_every_ablation_trains_saves_and_evaluates(synthetic_dir, tmp_path):
     assert "Table 5" in tables and "w/o CSA" in tables
 
 
+def test_bf16_mixed_precision_trains_evaluates_and_saves_fp32_weights(synthetic_dir, tmp_path):
+    """`--mixed_precision bf16` (what `accelerate launch --mixed_precision bf16` sets on a GPU) runs every stage of
+    the script under autocast, and the saved weights stay fp32."""
+    from safetensors import safe_open
+
+    summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "bf16", "--mixed_precision", "bf16",
+                                                 "--num_epochs", "1", "--no_train_peer"))
+    assert 0.0 <= summary["mvaema"]["classification"]["top1"] <= 1.0
+    with safe_open(tmp_path / "bf16" / "model" / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float32}
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="--teacher-cache"):
         run_instruct_tuning.main(["--images", "somewhere"])
