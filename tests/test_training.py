@@ -161,9 +161,12 @@ def test_bf16_mixed_precision_trains_evaluates_and_saves_fp32_weights(synthetic_
     the script under autocast, and the saved weights stay fp32."""
     from safetensors import safe_open
 
-    summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "bf16", "--mixed_precision", "bf16",
-                                                 "--num_epochs", "1", "--no_train_peer"))
-    assert 0.0 <= summary["mvaema"]["classification"]["top1"] <= 1.0
+    # A fresh process: accelerate's state is process-wide and the other tests set it to full precision.
+    completed = run_script(tiny_args(synthetic_dir, tmp_path / "bf16", "--mixed_precision", "bf16", "--num_epochs", "1",
+                                     "--no_train_peer"))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "bf16" / "results.json").read_text())
+    assert 0.0 <= results["mvaema"]["classification"]["top1"] <= 1.0
     with safe_open(tmp_path / "bf16" / "model" / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float32}
 
