@@ -41,6 +41,76 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+LAYOUT_HINT = "expected one sub-folder per category holding its images: IMAGE_ROOT/<Category>/<image>"
+
+
+@dataclass(frozen=True)
+class FolderImage:
+    """An image-named file of a category folder."""
+
+    path: Path  # as found under the root (symlinks not resolved)
+    relative_path: str  # relative to the image root, "/"-separated: the name reports and caches use
+    category: str  # the category folder's name
+
+
+@dataclass
+class FolderScan:
+    """What `scan_image_folder` found: the categories, their image files, and every other visible file."""
+
+    root: Path
+    categories: tuple[str, ...]  # category folder names, sorted
+    images: list[FolderImage]  # sorted by relative path
+    skipped: list[SkippedImage]  # visible files that are not used, with the reason
+    files_found: int  # visible files, used or not
+
+
+def scan_image_folder(image_root: str | os.PathLike) -> FolderScan:
+    """Every image file under `image_root/<Category>/` (sub-folders included): the one folder rule of the package.
+
+    The rule, the same for the teacher (which pays per image) and the builder (which must find the teacher's
+    answers again): names starting with "." are ignored at any depth (hidden files, `.ipynb_checkpoints`,
+    macOS `._` files); symbolic links are followed, to category folders, sub-folders and files alike, but a folder
+    reached twice through links is read once (no cycles). Other visible files are listed in `skipped`.
+    """
+    root = Path(image_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: image folder not found; {LAYOUT_HINT}")
+    entries = sorted(path for path in root.iterdir() if not path.name.startswith("."))
+    categories = tuple(path.name for path in entries if path.is_dir())
+    if not categories:
+        raise ValueError(f"{root}: no category sub-folders; {LAYOUT_HINT}")
+    skipped = [SkippedImage(path.name, "not inside a category folder") for path in entries if path.is_file()]
+    images: list[FolderImage] = []
+    visited: set[str] = set()
+    for category in categories:
+        for path in _visible_files(root / category, visited):
+            relative = path.relative_to(root).as_posix()
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(FolderImage(path, relative, category))
+            else:
+                reason = f"not an image file (extension {path.suffix!r} is not one of {', '.join(sorted(IMAGE_SUFFIXES))})"
+                skipped.append(SkippedImage(relative, reason))
+    images.sort(key=lambda image: image.relative_path)
+    return FolderScan(root, categories, images, skipped, files_found=len(images) + len(skipped))
+
+
+def _visible_files(folder: Path, visited: set[str]) -> list[Path]:
+    """Visible regular files under `folder`, following links; folders already `visited` (by real path) are skipped."""
+    files = []
+    for current, folder_names, file_names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in visited:
+            folder_names[:] = []
+            continue
+        visited.add(real)
+        folder_names[:] = sorted(name for name in folder_names if not name.startswith("."))
+        for name in sorted(file_names):
+            path = Path(current) / name
+            if not name.startswith(".") and path.is_file():
+                files.append(path)
+    return files
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB. 16/32-bit greyscale is stretched over its own min..max range, because
     scaling by the type's maximum would turn a 12-bit detector's image nearly black."""
