@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset_builder.grounded_teacher import TEACHER_NAME, answer_family, grounded_records
 from dataset_builder.images import open_micrograph
 from dataset_builder.question_families import (
     CLASSIFICATION_QUESTION,
@@ -22,13 +22,17 @@ from dataset_builder.question_families import (
     category_answer_prefix,
     family_by_key,
 )
-from dataset_builder.synthetic import generate_synthetic_corpus, main
-from dataset_builder.synthetic_micrographs import (
+from dataset_builder.synthetic import (
     DATA_BAR_SHARE,
     IMAGE_WIDTH,
     SUBTYPES,
+    TEACHER_NAME,
+    answer_family,
     draw_micrograph,
     format_length,
+    generate_synthetic_corpus,
+    grounded_records,
+    main,
     sample_acquisition,
 )
 from dataset_builder.teacher_cache import TeacherCache, image_content_id
@@ -164,7 +168,7 @@ def test_answers_vary_between_images_of_a_category(corpus):
     assert all(len(distinct) > 3 for distinct in by_question.values())
 
 
-def _micrograph_with_bar(category, subtype, want_bar):
+def _scene_with_bar(category, subtype, want_bar):
     for index in range(200):
         rng = np.random.default_rng([11, index])
         if (sample_acquisition(category, np.random.default_rng([11, index]), subtype)[2] is not None) == want_bar:
@@ -173,19 +177,18 @@ def _micrograph_with_bar(category, subtype, want_bar):
 
 
 def test_size_scale_and_settings_answers_follow_the_generator():
-    image, micrograph = _micrograph_with_bar("Particles", "dispersed", want_bar=True)
-    bar, morphology = micrograph.data_bar, micrograph.morphology
+    image, scene = _scene_with_bar("Particles", "dispersed", want_bar=True)
+    bar, morphology = scene.data_bar, scene.morphology
     rng = np.random.default_rng(0)
-    size, distribution, _ = answer_family(micrograph, family_by_key("size_and_distribution"), rng)
-    low, high = (format_length(pixels * micrograph.instrument.nm_per_pixel) for pixels in morphology.size_px)
+    size, distribution, _ = answer_family(scene, family_by_key("size_and_distribution"), rng)
+    low, high = (format_length(pixels * scene.instrument.nm_per_pixel) for pixels in morphology.size_px)
     assert f"about {low} to {high}" in size
     assert (
-        f"{morphology.count} visible" in distribution
-        or f"about {float(f'{morphology.count:.2g}'):.0f}" in distribution
+        f"{morphology.count} visible" in distribution or f"about {float(f'{morphology.count:.2g}'):.0f}" in distribution
     )
-    _, scale = answer_family(micrograph, family_by_key("basics"), rng)
+    _, scale = answer_family(scene, family_by_key("basics"), rng)
     assert bar.scale_label in scale
-    technique, _ = answer_family(micrograph, family_by_key("image_technique_and_modifications"), rng)
+    technique, _ = answer_family(scene, family_by_key("image_technique_and_modifications"), rng)
     assert bar.high_voltage_label in technique
     # The scale bar the answer quotes is drawn with the length it quotes: the longest ink run in the data bar.
     band = np.asarray(image.convert("L"))[bar.top_row :]
@@ -201,31 +204,59 @@ def _longest_run(row: np.ndarray) -> int:
 
 
 def test_without_a_data_bar_sizes_are_relative_and_no_scale_is_claimed():
-    _, micrograph = _micrograph_with_bar("Nanowires", "few", want_bar=False)
+    _, scene = _scene_with_bar("Nanowires", "few", want_bar=False)
     rng = np.random.default_rng(0)
-    _, scale = answer_family(micrograph, family_by_key("basics"), rng)
+    _, scale = answer_family(scene, family_by_key("basics"), rng)
     assert "no scale bar" in scale.lower()
-    size = answer_family(micrograph, family_by_key("size_and_distribution"), rng)[0]
+    size = answer_family(scene, family_by_key("size_and_distribution"), rng)[0]
     assert "% of the image width" in size and "nm" not in size and "µm" not in size
-    widest = max(micrograph.morphology.size_px) / IMAGE_WIDTH * 100
+    widest = max(scene.morphology.size_px) / IMAGE_WIDTH * 100
     assert f"{float(f'{widest:.2g}'):g}%" in size
+
+
+# SHA-256 prefixes of the raw pixels and of the grounded answers of one image per category, drawn from
+# default_rng([2024, index]). A change here means the renderer or the teacher no longer reproduces existing
+# corpora byte for byte; if that is intended, regenerate the corpora and these pins together.
+PINNED_DRAWS = (
+    ("Biological", "532017486b6b6857", "8882dbbfe2fa7663"),
+    ("Fibres", "949a3873bef15e03", "7f090c117dbecee6"),
+    ("Films_Coated_Surface", "6e77e42fc2532879", "6f14f9c21ff65731"),
+    ("MEMS_devices_and_electrodes", "85b6c49226d78a3e", "dc79c61299c88147"),
+    ("Nanowires", "8663199c1d1adddf", "1cbd8530dc8ee351"),
+    ("Particles", "4f3428ab1c21ff60", "38810a2d93f33af7"),
+    ("Patterned_surface", "dd5aebe36791a193", "992d760af2c8cb00"),
+    ("Porous_Sponge", "54b5b3bcf7773c13", "be58740322304f13"),
+    ("Powder", "b658cd12e83d0a75", "11c961570ec4beb6"),
+    ("Tips", "a18a635dc5276788", "e9c7e17fee9b42a9"),
+)
+
+
+@pytest.mark.parametrize(
+    ("index", "category", "pixels_sha", "answers_sha"), [(i, *pin) for i, pin in enumerate(PINNED_DRAWS)]
+)
+def test_pinned_draws_reproduce_the_same_pixels_and_answers(index, category, pixels_sha, answers_sha):
+    image, scene = draw_micrograph(category, np.random.default_rng([2024, index]))
+    records = grounded_records(scene, "id", f"{category}/x.jpg", np.random.default_rng(index))
+    answers = json.dumps([record.answers for record in records])
+    assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == pixels_sha
+    assert hashlib.sha256(answers.encode()).hexdigest()[:16] == answers_sha
 
 
 @pytest.mark.parametrize("category", SEM_CATEGORIES)
 def test_every_subtype_draws_and_answers_every_family(category):
     for index, subtype in enumerate(SUBTYPES[category]):
-        image, micrograph = draw_micrograph(category, np.random.default_rng([5, index]), subtype.name)
-        assert image.size == (1024, 768) and micrograph.subtype == subtype.name
+        image, scene = draw_micrograph(category, np.random.default_rng([5, index]), subtype.name)
+        assert image.size == (1024, 768) and scene.subtype == subtype.name
         assert np.asarray(image).std() > 2, subtype.name
-        for record in grounded_records(micrograph, "id", f"{category}/x.jpg", np.random.default_rng(index)):
+        for record in grounded_records(scene, "id", f"{category}/x.jpg", np.random.default_rng(index)):
             assert all(8 <= _words(answer) <= 40 for answer in record.answers), record.answers
 
 
 def test_a_family_the_teacher_does_not_cover_is_named():
     family = QuestionFamily("basics", "Basics", ("Only one question?",))
-    _, micrograph = draw_micrograph("Tips", np.random.default_rng(0))
+    _, scene = draw_micrograph("Tips", np.random.default_rng(0))
     with pytest.raises(KeyError, match="grounded_teacher.py"):
-        answer_family(micrograph, family, np.random.default_rng(0))
+        answer_family(scene, family, np.random.default_rng(0))
 
 
 def test_cli_writes_and_resumes_in_process(tmp_path, capsys):

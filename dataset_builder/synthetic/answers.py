@@ -1,83 +1,35 @@
-"""The grounded teacher: answers every question family from the description a synthetic micrograph was drawn from.
+"""The grounded teacher's answers: one function per sub-question, each stating what the scene's parameters say.
 
-Offline there is no multimodal teacher, but the generator knows exactly what it drew, so these answers are
-true by construction. Their content is what the image shows: the category and sub-type, sizes converted
-with the scale the data bar prints (or relative to the field of view when no bar is shown), counts, spacing,
-distribution, contacts, the settings printed in the data bar. A student therefore has to read the image to
-reproduce them. Each answer has several phrasings, chosen per image, so that a category does not map to a
-single memorisable sentence. Answers stay between 8 and 40 words, short enough for a small student.
+Content is what the image shows (category and sub-type, sizes read with the printed scale, counts, spacing,
+contacts, the data bar's settings); each answer has several equivalent phrasings, picked per image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import numpy as np
-
-from .question_families import (
-    PROMPT_VERSION,
-    QUESTION_FAMILIES,
-    QuestionFamily,
-    category_answer_prefix,
-)
-from .synthetic_micrographs import IMAGE_WIDTH, Micrograph, format_length
-from .teacher_cache import TeacherRecord
-
-TEACHER_NAME = "grounded-synthetic/v1"
+from ..question_families import category_answer_prefix
+from .instrument import format_length
+from .phrasing import Phrasing, approximate_count, extent, join_words, sentence
+from .scene import IMAGE_WIDTH, SyntheticScene
 
 
-class _Phrasing:
-    """Picks among equivalent phrasings with the image's own random stream (deterministic per image)."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-
-    def pick(self, *options: str) -> str:
-        return options[int(self.rng.integers(len(options)))]
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-def _join(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _approximate(count: int) -> str:
-    return str(count) if count <= 20 else f"about {float(f'{count:.2g}'):.0f}"
-
-
-def _extent(m: Micrograph, low_px: float, high_px: float) -> str:
-    """A size range in nm/µm from the printed scale, or as a share of the field width when no scale is shown."""
-    if m.data_bar is None:
-        low, high = (100 * value / IMAGE_WIDTH for value in (low_px, high_px))
-        if high < 1.15 * low:
-            return f"about {float(f'{(low + high) / 2:.2g}'):g}% of the image width"
-        return f"about {float(f'{low:.2g}'):g}-{float(f'{high:.2g}'):g}% of the image width"
-    scale = m.instrument.nm_per_pixel
-    low, high = format_length(low_px * scale), format_length(high_px * scale)
-    return f"about {low}" if low == high or high_px < 1.15 * low_px else f"about {low} to {high}"
-
-
-# --------------------------------------------------------------------------------------------------- answers
-def _identify(m: Micrograph, say: _Phrasing) -> str:
-    view = f", seen in a {m.morphology.view}" if m.morphology.view.startswith("tilted") else ""
+def _identify(scene: SyntheticScene, say: Phrasing) -> str:
+    view = f", seen in a {scene.morphology.view}" if scene.morphology.view.startswith("tilted") else ""
     joint = say.pick("specifically", "more precisely", "namely", "in particular")
-    return f"{category_answer_prefix(m.category)}, {joint} {m.morphology.structure}{view}."
+    return f"{category_answer_prefix(scene.category)}, {joint} {scene.morphology.structure}{view}."
 
 
-def _scale(m: Micrograph, say: _Phrasing) -> str:
-    bar = m.data_bar
+def _scale(scene: SyntheticScene, say: Phrasing) -> str:
+    bar = scene.data_bar
     if bar is None:
         return say.pick(
             "No scale bar or data bar is visible, so the real-world length per unit cannot be read from this image.",
             "The image carries no scale bar or instrument data, so its scale cannot be determined from it.",
             "There is no scale bar in the image; without it the real-world length per pixel cannot be stated.",
         )
-    per_pixel = format_length(m.instrument.nm_per_pixel)
-    field = format_length(IMAGE_WIDTH * m.instrument.nm_per_pixel)
+    per_pixel = format_length(scene.instrument.nm_per_pixel)
+    field = format_length(IMAGE_WIDTH * scene.instrument.nm_per_pixel)
     return say.pick(
         f"The scale bar reads {bar.scale_label} over about {bar.scale_bar_pixels} pixels, so one pixel is roughly "
         f"{per_pixel} and the field is about {field} wide.",
@@ -89,20 +41,20 @@ def _scale(m: Micrograph, say: _Phrasing) -> str:
     )
 
 
-def _shape(m: Micrograph, say: _Phrasing) -> str:
-    mo = m.morphology
+def _shape(scene: SyntheticScene, say: Phrasing) -> str:
+    mo = scene.morphology
     view = f" ({mo.view})" if mo.view.startswith("tilted") else ""
     lead = say.pick("The structures are", "The image shows", "Morphologically, these are", "The material appears as")
     return f"{lead} {mo.shape}{view}."
 
 
-def _domains(m: Micrograph, say: _Phrasing) -> str:
+def _domains(scene: SyntheticScene, say: Phrasing) -> str:
     lead = say.pick("The image shows", "Layers and domains:", "One can distinguish")
-    return f"{lead} {m.morphology.domains}."
+    return f"{lead} {scene.morphology.domains}."
 
 
-def _consistency(m: Micrograph, say: _Phrasing) -> str:
-    mo = m.morphology
+def _consistency(scene: SyntheticScene, say: Phrasing) -> str:
+    mo = scene.morphology
     if mo.count == 1:
         outline = "regular" if mo.regular else "irregular"
         return say.pick(
@@ -120,22 +72,22 @@ def _consistency(m: Micrograph, say: _Phrasing) -> str:
         "shapes repeat closely" if mo.regular else say.pick("outlines are irregular", "shapes differ from one another")
     )
     scales = ", with two distinct size populations" if mo.populations > 1 else ""
-    return _sentence(f"{size}, and {shape}{scales}")
+    return sentence(f"{size}, and {shape}{scales}")
 
 
-def _size(m: Micrograph, say: _Phrasing) -> str:
-    mo = m.morphology
-    parts = [f"the {mo.feature} is {_extent(m, *mo.size_px)}"]
+def _size(scene: SyntheticScene, say: Phrasing) -> str:
+    mo = scene.morphology
+    parts = [f"the {mo.feature} is {extent(scene, *mo.size_px)}"]
     if mo.length_px:
-        parts.append(f"length {_extent(m, *mo.length_px)}")
+        parts.append(f"length {extent(scene, *mo.length_px)}")
     if mo.pitch_px:
-        parts.append(f"{say.pick('pitch', 'centre-to-centre spacing')} {_extent(m, mo.pitch_px, mo.pitch_px)}")
+        parts.append(f"{say.pick('pitch', 'centre-to-centre spacing')} {extent(scene, mo.pitch_px, mo.pitch_px)}")
     basis = (
         say.pick(" (from the scale bar)", ", judged against the scale bar")
-        if m.data_bar
+        if scene.data_bar
         else " (no scale bar, so only relative sizes)"
     )
-    return _sentence("; ".join(parts) + basis)
+    return sentence("; ".join(parts) + basis)
 
 
 _DISTRIBUTIONS = {
@@ -170,33 +122,33 @@ _DISTRIBUTIONS = {
 }
 
 
-def _distribution(m: Micrograph, say: _Phrasing) -> str:
-    mo = m.morphology
+def _distribution(scene: SyntheticScene, say: Phrasing) -> str:
+    mo = scene.morphology
     detail = f": {mo.arrangement}" if mo.arrangement else ""
-    count = f" ({_approximate(mo.count)} visible in the field)" if mo.count and mo.count > 1 else ""
+    count = f" ({approximate_count(mo.count)} visible in the field)" if mo.count and mo.count > 1 else ""
     return f"{say.pick(*_DISTRIBUTIONS[mo.distribution])}{detail}{count}."
 
 
-def _aggregation(m: Micrograph, say: _Phrasing) -> str:
+def _aggregation(scene: SyntheticScene, say: Phrasing) -> str:
     lead = say.pick("Aggregation and bundling:", "Regarding aggregation:", "As for aggregation or bundling:")
-    return f"{lead} {m.morphology.aggregation}."
+    return f"{lead} {scene.morphology.aggregation}."
 
 
-def _surface(m: Micrograph, say: _Phrasing) -> str:
+def _surface(scene: SyntheticScene, say: Phrasing) -> str:
     lead = say.pick("The surfaces are best described as", "Surface texture:", "Texture of the surfaces:")
     tail = say.pick(
         " at this magnification",
         ", as far as the resolution of this image shows",
         " at the resolution of this micrograph",
     )
-    return f"{lead} {m.morphology.surface}{tail}."
+    return f"{lead} {scene.morphology.surface}{tail}."
 
 
-def _imperfections(m: Micrograph, say: _Phrasing) -> str:
-    defects = m.morphology.defects
+def _imperfections(scene: SyntheticScene, say: Phrasing) -> str:
+    defects = scene.morphology.defects
     text = (
         say.pick("Visible imperfections: ", "The image shows ")
-        + _join(defects)
+        + join_words(defects)
         + say.pick("; otherwise the structures look clean", ", but no other defects or impurities")
         if defects
         else say.pick(
@@ -204,20 +156,20 @@ def _imperfections(m: Micrograph, say: _Phrasing) -> str:
             "The structures look free of visible defects or impurities",
         )
     )
-    if m.look.charging:
+    if scene.look.charging:
         text += "; bright charging streaks are imaging artefacts, not defects"
-    return _sentence(text)
+    return sentence(text)
 
 
-def _composition(m: Micrograph, say: _Phrasing) -> str:
-    text = say.pick("", "Contrast: ", "Regarding composition, ") + m.morphology.composition
-    if m.look.charging:
+def _composition(scene: SyntheticScene, say: Phrasing) -> str:
+    text = say.pick("", "Contrast: ", "Regarding composition, ") + scene.morphology.composition
+    if scene.look.charging:
         text += "; a bright glow comes from charging, not composition"
-    return _sentence(text)
+    return sentence(text)
 
 
-def _labels(m: Micrograph, say: _Phrasing) -> str:
-    bar = m.data_bar
+def _labels(scene: SyntheticScene, say: Phrasing) -> str:
+    bar = scene.data_bar
     if bar is None:
         return say.pick(
             "No labels, markers or text appear in the image, so no elements or compounds are identified.",
@@ -259,12 +211,12 @@ _CONTACTS = {
 }
 
 
-def _contact(m: Micrograph, say: _Phrasing) -> str:
-    return say.pick(*_CONTACTS[m.morphology.contact])
+def _contact(scene: SyntheticScene, say: Phrasing) -> str:
+    return say.pick(*_CONTACTS[scene.morphology.contact])
 
 
-def _boundaries(m: Micrograph, say: _Phrasing) -> str:
-    if m.morphology.boundaries == "sharp":
+def _boundaries(scene: SyntheticScene, say: Phrasing) -> str:
+    if scene.morphology.boundaries == "sharp":
         return say.pick(
             "Yes, boundaries are sharp and well defined, outlined by bright edges.",
             "Boundaries are clearly distinguishable, marked by bright edge contrast.",
@@ -275,14 +227,16 @@ def _boundaries(m: Micrograph, say: _Phrasing) -> str:
     )
 
 
-def _surroundings(m: Micrograph, say: _Phrasing) -> str:
+def _surroundings(scene: SyntheticScene, say: Phrasing) -> str:
     lead = say.pick("Surroundings: ", "Around the material: ", "Environment: ")
     tail = say.pick("no solvent, polymer or matrix is visible", "no sign of solvents or polymers")
-    return f"{lead}{m.morphology.surroundings}; {tail}."
+    return f"{lead}{scene.morphology.surroundings}; {tail}."
 
 
-def _other_objects(m: Micrograph, say: _Phrasing) -> str:
-    objects = list(m.morphology.other_objects) + (["the instrument data bar with its scale bar"] if m.data_bar else [])
+def _other_objects(scene: SyntheticScene, say: Phrasing) -> str:
+    objects = list(scene.morphology.other_objects) + (
+        ["the instrument data bar with its scale bar"] if scene.data_bar else []
+    )
     if not objects:
         return say.pick(
             "No non-nanomaterial objects are present apart from the background.",
@@ -290,7 +244,7 @@ def _other_objects(m: Micrograph, say: _Phrasing) -> str:
         )
     return (
         say.pick("Apart from the nanomaterial, the image shows ", "Non-nanomaterial objects in view are ")
-        + _join(objects)
+        + join_words(objects)
         + "."
     )
 
@@ -305,8 +259,8 @@ _DETECTOR_NAMES = {
 }
 
 
-def _technique(m: Micrograph, say: _Phrasing) -> str:
-    bar = m.data_bar
+def _technique(scene: SyntheticScene, say: Phrasing) -> str:
+    bar = scene.data_bar
     if bar is None:
         return say.pick(
             "Scanning electron microscopy (SEM): a greyscale secondary-electron image with bright edges; "
@@ -319,30 +273,30 @@ def _technique(m: Micrograph, say: _Phrasing) -> str:
     )
 
 
-def _post_processing(m: Micrograph, say: _Phrasing) -> str:
+def _post_processing(scene: SyntheticScene, say: Phrasing) -> str:
     text = say.pick(
         "No false colouring or 3D rendering; it is a plain greyscale SEM image",
         "None visible: the image is raw greyscale SEM output",
     )
-    text += f" with {m.look.noise_level} detector noise"
-    if m.data_bar:
+    text += f" with {scene.look.noise_level} detector noise"
+    if scene.data_bar:
         text += " and the instrument's data bar"
-    return _sentence(text)
+    return sentence(text)
 
 
-def _functional(m: Micrograph, say: _Phrasing) -> str:
+def _functional(scene: SyntheticScene, say: Phrasing) -> str:
     lead = say.pick("Functional features: ", "Distinct regions: ", "The notable functional elements are ")
-    return _sentence(lead + m.morphology.functional)
+    return sentence(lead + scene.morphology.functional)
 
 
-def _dynamics(m: Micrograph, say: _Phrasing) -> str:
+def _dynamics(scene: SyntheticScene, say: Phrasing) -> str:
     text = say.pick(
         "The image is static: a single SEM frame with no time series",
         "Primarily static; no dynamic process such as growth or motion is captured",
     )
-    if m.look.charging:
+    if scene.look.charging:
         text += "; only charging streaks show the beam acting on the sample"
-    return _sentence(text)
+    return sentence(text)
 
 
 _APPLICATIONS = {
@@ -391,8 +345,8 @@ _APPLICATIONS = {
 }
 
 
-def _application(m: Micrograph, say: _Phrasing) -> str:
-    use = _APPLICATIONS[(m.category, m.subtype)]
+def _application(scene: SyntheticScene, say: Phrasing) -> str:
+    use = _APPLICATIONS[(scene.category, scene.subtype)]
     return say.pick(
         f"Likely intended applications of this material: {use}.",
         f"Such structures are typically used in {use}.",
@@ -400,8 +354,8 @@ def _application(m: Micrograph, say: _Phrasing) -> str:
     )
 
 
-def _experimental(m: Micrograph, say: _Phrasing) -> str:
-    cue = "the instrument data bar and detector noise" if m.data_bar else "detector noise and SEM edge contrast"
+def _experimental(scene: SyntheticScene, say: Phrasing) -> str:
+    cue = "the instrument data bar and detector noise" if scene.data_bar else "detector noise and SEM edge contrast"
     return say.pick(
         f"They appear to be experimental samples imaged by SEM, as {cue} show, not a simulation.",
         f"Experimental: a real SEM micrograph of a physical sample, given {cue}; not a rendering.",
@@ -409,7 +363,7 @@ def _experimental(m: Micrograph, say: _Phrasing) -> str:
 
 
 # Answerers of each family's sub-questions, in the order of `QuestionFamily.questions`.
-_ANSWERERS: dict[str, tuple[Callable[[Micrograph, _Phrasing], str], ...]] = {
+ANSWERERS: dict[str, tuple[Callable[[SyntheticScene, Phrasing], str], ...]] = {
     "basics": (_identify, _scale),
     "morphology_and_structure": (_shape, _domains, _consistency),
     "size_and_distribution": (_size, _distribution, _aggregation),
@@ -421,36 +375,3 @@ _ANSWERERS: dict[str, tuple[Callable[[Micrograph, _Phrasing], str], ...]] = {
     "functional_features": (_functional, _dynamics),
     "context_and_application": (_application, _experimental),
 }
-
-
-def answer_family(micrograph: Micrograph, family: QuestionFamily, rng: np.random.Generator) -> list[str]:
-    """One answer per sub-question of `family`, phrased with `rng`, stating what `micrograph` shows."""
-    answerers = _ANSWERERS.get(family.key, ())
-    if len(answerers) != len(family.questions):
-        raise KeyError(
-            f"grounded_teacher.py answers {len(answerers)} sub-questions of family {family.key!r}, which has "
-            f"{len(family.questions)}; update _ANSWERERS to match question_families.py"
-        )
-    say = _Phrasing(rng)
-    return [answer(micrograph, say) for answer in answerers]
-
-
-def grounded_records(
-    micrograph: Micrograph, image_id: str, image_path: str, rng: np.random.Generator
-) -> list[TeacherRecord]:
-    """Teacher-cache records for every question family: what a cloud teacher would have cached, at no cost."""
-    return [
-        TeacherRecord(
-            image_id=image_id,
-            image_path=image_path,
-            category=micrograph.category,
-            family=family.key,
-            prompt_version=PROMPT_VERSION,
-            teacher=TEACHER_NAME,
-            questions=list(family.questions),
-            answers=answer_family(micrograph, family, rng),
-            usage={},
-            cost_usd=0.0,
-        )
-        for family in QUESTION_FAMILIES
-    ]

@@ -1,4 +1,4 @@
-"""`mvaema-synth`: a synthetic SEM corpus with grounded teacher answers, so the whole pipeline runs offline.
+"""A synthetic SEM corpus with grounded teacher answers, so the whole pipeline runs offline.
 
 Layout written under `--out DIR`, the same as a real corpus after a teacher run:
 
@@ -13,9 +13,7 @@ with a larger `--per-category` only adds images.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..question_families import PROMPT_VERSION, QUESTION_FAMILIES, SEM_CATEGORIES
+from ..teacher_cache import TeacherCache, TeacherRecord, image_content_id
 from .grounded_teacher import TEACHER_NAME, grounded_records
-from .question_families import PROMPT_VERSION, QUESTION_FAMILIES, SEM_CATEGORIES
-from .synthetic_micrographs import draw_micrograph
-from .teacher_cache import TeacherCache, TeacherRecord, image_content_id
+from .render import draw_micrograph
 
 CACHE_FILE_NAME = "teacher_cache.jsonl"
 IMAGES_DIR_NAME = "images"
@@ -62,7 +60,7 @@ class _ImageJob:
     seed: int
     category: str
     index: int
-    relative_path: str  # relative to the image root, with forward slashes, as stored in the cache
+    image_path: str  # relative to the image root, with forward slashes, as stored in the cache
     jpeg_quality: int
 
 
@@ -76,15 +74,15 @@ def _random_streams(job: _ImageJob) -> tuple[np.random.Generator, np.random.Gene
 def _render(job: _ImageJob, image_root: Path) -> list[TeacherRecord]:
     """Draw, write and answer one image; runs in worker processes."""
     pixels_rng, phrasing_rng = _random_streams(job)
-    image, micrograph = draw_micrograph(job.category, pixels_rng)
-    path = image_root / job.relative_path
+    image, scene = draw_micrograph(job.category, pixels_rng)
+    path = image_root / job.image_path
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, "JPEG", quality=job.jpeg_quality)
-    return grounded_records(micrograph, image_content_id(path), job.relative_path, phrasing_rng)
+    return grounded_records(scene, image_content_id(path), job.image_path, phrasing_rng)
 
 
 def _is_answered(job: _ImageJob, image_root: Path, completed: set[tuple[str, str, str, str]]) -> bool:
-    path = image_root / job.relative_path
+    path = image_root / job.image_path
     if not path.is_file():
         return False
     image_id = image_content_id(path)
@@ -161,55 +159,3 @@ def generate_synthetic_corpus(
         records_written=records_written,
         elapsed_seconds=time.perf_counter() - start,
     )
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mvaema-synth",
-        description="Write a synthetic SEM corpus (images + grounded teacher cache) for running MVaEMa offline.",
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output directory (images/ and teacher_cache.jsonl)")
-    parser.add_argument("--per-category", required=True, type=int, help="images per category")
-    parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0); same seed, same bytes")
-    parser.add_argument("--workers", type=int, default=1, help="processes to render with (default 1)")
-    parser.add_argument(
-        "--categories",
-        nargs="+",
-        choices=SEM_CATEGORIES,
-        default=list(SEM_CATEGORIES),
-        metavar="CATEGORY",
-        help="subset of the SEM categories (default: all ten)",
-    )
-    parser.add_argument(
-        "--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help=f"JPEG quality (default {DEFAULT_JPEG_QUALITY})"
-    )
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    try:
-        corpus = generate_synthetic_corpus(
-            args.out,
-            args.per_category,
-            args.seed,
-            workers=args.workers,
-            categories=args.categories,
-            jpeg_quality=args.jpeg_quality,
-            progress=args.progress,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    print(
-        f"{corpus.images_written} images written ({corpus.images_skipped} already complete), "
-        f"{corpus.records_written} teacher records -> {corpus.cache_path} "
-        f"in {corpus.elapsed_seconds:.1f} s ({corpus.images_per_second:.1f} images/s)",
-        file=sys.stdout,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
