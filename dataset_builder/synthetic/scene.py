@@ -59,7 +59,7 @@ class Look:
 @dataclass(frozen=True)
 class Morphology:
     """What a drawer put in the field of view. Sizes are image pixels; the phrases are worded to slot into the
-    sentence templates of grounded_teacher.py, which gives each field its own question."""
+    sentence templates of the grounded answers (answers.py), which give each field its own question."""
 
     structure: str  # what the image shows, after "The image shows <category>, specifically ..."
     shape: str  # overall shape and morphology
