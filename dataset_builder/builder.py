@@ -6,16 +6,17 @@
     builder.build_report                              # what was skipped, superseded, unmatched, and why
 
 How it works, and why:
-- Every file under `IMAGE_ROOT/<Category>/` is decoded exactly once, on all cores (a thread pool). The
+- Every file `dataset_builder.images.scan_image_folder` finds under `IMAGE_ROOT/<Category>/` (the package's one
+  folder rule: hidden names ignored, links followed) is decoded exactly once, on all cores (a thread pool). The
   same pass computes the content id (sha256 of the bytes, the teacher cache's `image_id`) and a perceptual
   hash; files that cannot be used are listed in the build report with the reason, never fatal.
 - Teacher records are matched to images by content id, so moved or renamed folders still match.
 - Folds are `StratifiedGroupKFold` over images, stratified by category and grouped by near-duplicate
-  cluster (perceptual-hash distance <= 4, transitively joined): ~12% of the SEM images are near-duplicates,
-  and a re-saved or resized copy in the test fold would be a leak.
+  cluster (perceptual-hash distance <= 4, transitively joined; `folds`): ~12% of the SEM images are
+  near-duplicates, and a re-saved or resized copy in the test fold would be a leak.
 - Rows store the image *path* (compact, no re-encoding). Images whose pixels a plain `.convert("RGB")`
   would get wrong (16-bit greyscale is clipped to white; transparency turns black) are rendered once to an
-  8-bit PNG in a content-addressed folder next to the datasets cache, and the rows point there.
+  8-bit PNG in the image store next to the datasets cache (`image_store`), and the rows point there.
 - A changed image folder, teacher cache or builder code gives a new cache directory (the builder `hash`
   is a fingerprint of file names, sizes and mtimes), so a stale dataset is never returned.
 """
@@ -23,13 +24,11 @@ How it works, and why:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -40,48 +39,39 @@ import imagehash
 import numpy as np
 from datasets.builder import Key
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from sklearn.model_selection import StratifiedGroupKFold
 
+from . import folds as folds_module
+from . import image_store, prepared_corpus, question_families, teacher_cache
 from . import images as images_module
-from . import question_families, teacher_cache
-from .images import IMAGE_SUFFIXES, BadImageError, SkippedImage, is_image_file, open_micrograph
+from .folds import near_duplicate_clusters, stratified_group_folds
+from .image_store import converts_faithfully, image_store_dir, store_rendering
+from .images import BadImageError, FolderImage, SkippedImage, category_folders, open_micrograph, scan_image_folder
+from .prepared_corpus import load_prepared_corpus, qa_features
 from .question_families import QUESTION_FAMILIES, SEM_CATEGORIES, caption_for_category
 from .teacher_cache import STATUS_OK, TeacherCache, TeacherRecord, image_content_id
+
+# `load_prepared_corpus` is the other way to get the same rows (from a saved or pushed corpus): both loaders
+# are importable from here.
+__all__ = [
+    "BuildReport",
+    "SEMInstruct",
+    "SEMInstructConfig",
+    "category_names_for",
+    "inspect_image_folder",
+    "load_instruct_corpus",
+    "load_prepared_corpus",
+    "near_duplicate_clusters",
+    "qa_features",
+    "stratified_group_folds",
+]
 
 logger = logging.getLogger(__name__)
 
 BUILD_REPORT_FILENAME = "build_report.json"
 NEAR_DUPLICATE_DISTANCE = 4
-# Content-addressed store (`<image_id><suffix>`) for rendered and Hub-extracted images, under the datasets cache.
-IMAGE_STORE_DIRNAME = "sem_instruct_images"
-# Layout of a prepared corpus (written by `mvaema-build-dataset`, read by `load_prepared_corpus`): the images
-# are stored once in the `images` config and the QA pairs of the `qa` config refer to them by `image_id`.
-QA_CONFIG = "qa"
-IMAGES_CONFIG = "images"
-# Modes that `PIL.Image.convert("RGB")` (what `datasets.Image` and image processors do) maps faithfully.
-_FAITHFUL_RGB_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr"})
 # What happened to each teacher record read, as counted in the build report.
 RECORD_OUTCOMES = ("read", "used", "superseded", "failed", "unknown_image", "other_prompt_version", "category_mismatch")
 _FAMILY_ORDER = {family.key: index for index, family in enumerate(QUESTION_FAMILIES)}
-
-
-def qa_features(category_names: Sequence[str]) -> datasets.Features:
-    return datasets.Features(
-        {
-            "image": datasets.Image(),
-            "image_id": datasets.Value("string"),
-            "category": datasets.ClassLabel(names=list(category_names)),
-            "family": datasets.Value("string"),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "caption": datasets.Value("string"),
-            "teacher": datasets.Value("string"),
-            "prompt_version": datasets.Value("string"),
-            "fold": datasets.Value("int32"),
-        }
-    )
 
 
 @dataclass
@@ -113,6 +103,7 @@ class ImageEntry:
     8-bit rendering when the file's mode would not survive a plain RGB conversion."""
 
     path: str
+    relative_path: str  # under the image root, "/"-separated
     category: str
     image_id: str
     perceptual_hash: int
@@ -132,6 +123,7 @@ class BuildReport:
     files_found: int = 0
     images_used: int = 0
     images_rendered_to_8bit: int = 0
+    rendered_originals: dict[str, str] = field(default_factory=dict)  # image id -> original, relative to the root
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     exact_duplicates: list[dict[str, str]] = field(default_factory=list)
     images_without_answers: list[str] = field(default_factory=list)
@@ -226,6 +218,11 @@ class SEMInstruct(datasets.GeneratorBasedBuilder):
             raise FileNotFoundError(f"{report_path} does not exist: call download_and_prepare() first.")
         return json.loads(report_path.read_text(encoding="utf-8"))
 
+    def rendered_originals(self) -> dict[str, Path]:
+        """image id -> original file, for the images whose rows point at their 8-bit rendering."""
+        report = self.build_report
+        return {image_id: Path(report["image_root"]) / path for image_id, path in report["rendered_originals"].items()}
+
     def _split_generators(self, dl_manager):
         report = BuildReport.for_config(self.config)
         images = inspect_image_folder(
@@ -317,10 +314,6 @@ def _existing_caches(teacher_caches: str | os.PathLike | Iterable[str | os.PathL
     return caches
 
 
-def category_folders(image_root: Path) -> list[str]:
-    return sorted(path.name for path in image_root.iterdir() if path.is_dir() and not path.name.startswith("."))
-
-
 def category_names_for(image_root: Path) -> tuple[str, ...]:
     """The SEM label order when every folder is an SEM category (ids then match across corpora), else the
     sorted folder names."""
@@ -334,26 +327,25 @@ def category_names_for(image_root: Path) -> tuple[str, ...]:
 
 
 def input_fingerprint(image_root: Path, teacher_caches: Sequence[str]) -> str:
-    """Changes whenever a file under `image_root`, a teacher cache, or the code that builds rows changes.
+    """Changes whenever a file the build reads (an image `scan_image_folder` finds, linked ones included, or a
+    teacher cache) or the code that builds rows changes.
 
     Name, size and mtime stand in for the content: stat-ing 21k files takes milliseconds, hashing them minutes.
     """
     digest = hashlib.sha256()
-    for path in sorted(image_root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(image_root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    scan = scan_image_folder(image_root)
+    for image in scan.images:
+        stat = image.path.stat()
+        digest.update(f"{image.relative_path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for skipped in scan.skipped:
+        digest.update(f"{skipped.path}\0skipped\n".encode())
     for cache in teacher_caches:
         stat = os.stat(cache)
         digest.update(f"{cache}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    for module in (images_module, question_families, teacher_cache):
+    for module in (images_module, image_store, folds_module, prepared_corpus, question_families, teacher_cache):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
-
-
-def image_store_dir(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir or datasets.config.HF_DATASETS_CACHE).expanduser() / IMAGE_STORE_DIRNAME
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -362,44 +354,27 @@ def image_store_dir(cache_dir: str | os.PathLike | None) -> Path:
 def inspect_image_folder(
     image_root: Path, store_dir: Path, report: BuildReport, num_workers: int | None = None
 ) -> list[ImageEntry]:
-    """Decode every file under the category folders once; return the usable images (sorted by path, exact
+    """Decode every image `scan_image_folder` finds once; return the usable images (sorted by path, exact
     duplicates dropped) and name every file that was not used in `report`."""
+    scan = scan_image_folder(image_root)
+    report.files_found = scan.files_found
+    report.skipped_files.extend({"path": item.path, "reason": item.reason} for item in scan.skipped)
     store_dir.mkdir(parents=True, exist_ok=True)
-    inspect = partial(_inspect_image, store_dir=str(store_dir))
+    inspect = partial(_inspect_image, store_dir=store_dir)
     entries_by_id: dict[str, ImageEntry] = {}
-    for result in _map_in_threads(inspect, _image_candidates(image_root, report), num_workers):
+    for result in _map_in_threads(inspect, scan.images, num_workers):
         if isinstance(result, SkippedImage):
-            report.skipped_files.append({"path": _relative(result.path, image_root), "reason": result.reason})
+            report.skipped_files.append({"path": result.path, "reason": result.reason})
         elif result.image_id in entries_by_id:
-            report.exact_duplicates.append(
-                {
-                    "path": _relative(result.path, image_root),
-                    "same_as": _relative(entries_by_id[result.image_id].path, image_root),
-                }
-            )
+            same_as = entries_by_id[result.image_id].relative_path
+            report.exact_duplicates.append({"path": result.relative_path, "same_as": same_as})
         else:
             entries_by_id[result.image_id] = result
-            report.images_rendered_to_8bit += result.stored_path != result.path
+            if result.stored_path != result.path:
+                report.rendered_originals[result.image_id] = result.relative_path
+    report.images_rendered_to_8bit = len(report.rendered_originals)
     report.images_used = len(entries_by_id)
     return list(entries_by_id.values())
-
-
-def _image_candidates(image_root: Path, report: BuildReport) -> list[tuple[str, str]]:
-    """(path, category) of every image-named file in a category folder; other visible files go to `report`."""
-    candidates = []
-    for path in sorted(image_root.rglob("*")):
-        relative = path.relative_to(image_root)
-        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
-            continue
-        report.files_found += 1
-        if len(relative.parts) < 2:
-            report.skipped_files.append({"path": str(relative), "reason": "not inside a category folder"})
-        elif not is_image_file(path):
-            reason = f"not an image file (extension {path.suffix!r} is not one of {', '.join(sorted(IMAGE_SUFFIXES))})"
-            report.skipped_files.append({"path": str(relative), "reason": reason})
-        else:
-            candidates.append((str(path), relative.parts[0]))
-    return candidates
 
 
 def _map_in_threads(function, items: list, num_workers: int | None) -> Iterator:
@@ -418,88 +393,26 @@ def _map_in_threads(function, items: list, num_workers: int | None) -> Iterator:
         yield from pool.map(function, items)
 
 
-def _inspect_image(candidate: tuple[str, str], store_dir: str) -> ImageEntry | SkippedImage:
-    path, category = candidate
+def _inspect_image(image: FolderImage, store_dir: Path) -> ImageEntry | SkippedImage:
+    path = str(image.path)
     try:
-        image = open_micrograph(path)
+        decoded = open_micrograph(path)
         with Image.open(path) as header:  # header only, no second decode: which mode did the file have?
-            faithful = header.mode in _FAITHFUL_RGB_MODES and "transparency" not in header.info
+            faithful = converts_faithfully(header)
     except BadImageError as error:
-        return SkippedImage(path, error.reason)
+        return SkippedImage(image.relative_path, error.reason)
     image_id = image_content_id(path)
-    stored_path = path if faithful else _store_rendering(image, Path(store_dir) / f"{image_id}.png")
-    return ImageEntry(path, category, image_id, _hash_to_int(imagehash.phash(image)), stored_path)
-
-
-def _store_rendering(rgb_image: Image.Image, target: Path) -> str:
-    def encode_png() -> bytes:
-        buffer = io.BytesIO()
-        rgb_image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    return _store_once(target, encode_png)
-
-
-def _store_once(target: Path, make_bytes: Callable[[], bytes]) -> str:
-    """Write a content-addressed file unless it exists; write-then-rename, so that parallel builds or
-    workers never see half a file."""
-    if not target.exists():
-        partial_path = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        partial_path.write_bytes(make_bytes())
-        os.replace(partial_path, target)
-    return str(target)
+    stored_path = path if faithful else store_rendering(decoded, store_dir, image_id)
+    return ImageEntry(
+        path, image.relative_path, image.category, image_id, _hash_to_int(imagehash.phash(decoded)), stored_path
+    )
 
 
 def _hash_to_int(image_hash: imagehash.ImageHash) -> int:
     return int.from_bytes(np.packbits(image_hash.hash.flatten()).tobytes(), "big")
 
 
-def _relative(path: str, image_root: Path) -> str:
-    return str(Path(path).relative_to(image_root))
-
-
 # ---------------------------------------------------------------------------------------------- folds
-
-
-def near_duplicate_clusters(hashes: np.ndarray, max_distance: int) -> np.ndarray:
-    """Cluster id per 64-bit hash: connected components of the graph "Hamming distance <= max_distance".
-
-    All pairs, vectorised in row blocks of at most 2**24 XORs (128 MiB): 21k images take about a second.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    count = len(hashes)
-    block = max(1, (1 << 24) // max(count, 1))
-    rows, cols = [], []
-    for start in range(0, count, block):
-        distances = np.bitwise_count(hashes[start : start + block, None] ^ hashes[None, start:])
-        row, col = np.nonzero(distances <= max_distance)
-        later = col > row  # both are offsets from `start`: keep each pair once, no self-pairs
-        rows.append(row[later] + start)
-        cols.append(col[later] + start)
-    rows, cols = np.concatenate(rows or [[]]).astype(np.int64), np.concatenate(cols or [[]]).astype(np.int64)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(count, count))
-    return connected_components(graph, directed=False)[1]
-
-
-def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
-    """Fold index per sample, stratified by `labels`, never splitting a group.
-
-    A class with fewer groups than folds is not an error: its groups go to as many folds as it has groups,
-    and the other folds have no test sample of that class (the caller reports such classes).
-    """
-    num_groups = len(np.unique(groups))
-    if num_groups < num_folds:
-        raise ValueError(
-            f"{num_groups} image groups (images after joining near-duplicates) cannot fill {num_folds} folds: "
-            f"add images or lower num_folds (--num-folds) to at most {num_groups}."
-        )
-    splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-    folds = np.empty(len(labels), dtype=np.int32)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for fold, (_, test_indices) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-            folds[test_indices] = fold
-    return folds
 
 
 def assign_folds_to_images(
@@ -510,7 +423,7 @@ def assign_folds_to_images(
     clusters = near_duplicate_clusters(
         np.array([entry.perceptual_hash for entry in images], dtype=np.uint64), config.near_duplicate_distance
     )
-    folds = stratified_group_folds(labels, clusters, config.num_folds, config.seed)
+    folds = stratified_group_folds(labels, clusters, config.num_folds, config.seed, category_names)
 
     cluster_sizes = np.bincount(clusters)
     report.near_duplicate_clusters = int((cluster_sizes > 1).sum())
@@ -562,9 +475,7 @@ def select_records(
         records.sort(
             key=lambda r: (_FAMILY_ORDER.get(r.family, len(_FAMILY_ORDER)), r.family, r.teacher, r.prompt_version)
         )
-    report.images_without_answers = [
-        _relative(entry.path, Path(config.image_root)) for entry in images if entry.image_id not in records_by_image
-    ]
+    report.images_without_answers = [entry.relative_path for entry in images if entry.image_id not in records_by_image]
     return records_by_image
 
 
@@ -619,80 +530,3 @@ def log_report(report: BuildReport) -> None:
             "Classes with fewer image groups than folds appear in only that many folds: %s",
             report.classes_with_fewer_groups_than_folds,
         )
-
-
-# ---------------------------------------------------------------------------------------------- prepared corpus
-
-
-def load_prepared_corpus(
-    path_or_repo: str | os.PathLike, cache_dir: str | os.PathLike | None = None
-) -> datasets.Dataset:
-    """The QA pairs of a corpus saved by `mvaema-build-dataset` (a local folder or a Hub dataset id), with
-    the same features as `SEMInstruct` rows.
-
-    The corpus stores each image once (`images` config); this extracts them to the content-addressed image
-    store under the datasets cache (once) and points each QA row's `image` at its file. A Hub id is fetched
-    with `snapshot_download`, which honours `HF_HUB_OFFLINE` (then only an already cached copy is used).
-    """
-    folder = _prepared_corpus_folder(path_or_repo)
-    qa = _read_parquet_config(folder, QA_CONFIG, cache_dir)
-    image_paths = _extract_images(_read_parquet_config(folder, IMAGES_CONFIG, cache_dir), image_store_dir(cache_dir))
-    missing = set(qa.unique("image_id")) - image_paths.keys()
-    if missing:
-        raise ValueError(
-            f"{folder}: {len(missing)} QA image ids have no row in the '{IMAGES_CONFIG}' config "
-            f"(e.g. {sorted(missing)[0]}); the upload is incomplete, rebuild it with mvaema-build-dataset."
-        )
-    features = qa_features(qa.features["category"].names)
-    qa = qa.map(
-        lambda batch: {"image": [image_paths[image_id] for image_id in batch["image_id"]]},
-        batched=True,
-        features=datasets.Features({**qa.features, "image": datasets.Value("string")}),
-    )
-    return qa.cast_column("image", datasets.Image()).select_columns(list(features))
-
-
-def _prepared_corpus_folder(path_or_repo: str | os.PathLike) -> Path:
-    local = Path(path_or_repo).expanduser()
-    if local.is_dir():
-        return local
-    text = str(path_or_repo)
-    if local.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1:
-        raise FileNotFoundError(f"{text} is neither a folder nor a Hub dataset id (namespace/name).")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(
-            snapshot_download(
-                text, repo_type="dataset", allow_patterns=[f"{QA_CONFIG}/*", f"{IMAGES_CONFIG}/*", "README.md"]
-            )
-        )
-    except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(
-            f"Dataset {text} is not in the local Hub cache and HF_HUB_OFFLINE is set (or the Hub is unreachable): "
-            "download it once with network access, or pass the folder written by mvaema-build-dataset."
-        ) from error
-
-
-def _read_parquet_config(folder: Path, config_name: str, cache_dir) -> datasets.Dataset:
-    files = sorted(str(path) for path in (folder / config_name).glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(
-            f"{folder / config_name} holds no parquet file: expected the layout written by mvaema-build-dataset "
-            f"({QA_CONFIG}/*.parquet and {IMAGES_CONFIG}/*.parquet)."
-        )
-    return datasets.load_dataset(
-        "parquet", data_files={"train": files}, split="train", cache_dir=str(cache_dir) if cache_dir else None
-    )
-
-
-def _extract_images(images: datasets.Dataset, store_dir: Path) -> dict[str, str]:
-    store_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, str] = {}
-    encoded = images.select_columns(["image_id", "image"]).cast_column("image", datasets.Image(decode=False))
-    for batch in encoded.iter(batch_size=64):
-        for image_id, image in zip(batch["image_id"], batch["image"], strict=True):
-            target = store_dir / f"{image_id}{Path(image['path'] or '').suffix or '.img'}"
-            paths[image_id] = _store_once(target, lambda image=image: image["bytes"])
-    return paths

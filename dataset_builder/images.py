@@ -13,8 +13,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+# The processor's conversion: the model files stand alone on the Hub, so the package imports theirs.
+from modeling_mvaema.processing_mvaema import to_rgb
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 
@@ -75,11 +77,14 @@ def scan_image_folder(image_root: str | os.PathLike) -> FolderScan:
     root = Path(image_root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found; {LAYOUT_HINT}")
-    entries = sorted(path for path in root.iterdir() if not path.name.startswith("."))
-    categories = tuple(path.name for path in entries if path.is_dir())
+    categories = category_folders(root)
     if not categories:
         raise ValueError(f"{root}: no category sub-folders; {LAYOUT_HINT}")
-    skipped = [SkippedImage(path.name, "not inside a category folder") for path in entries if path.is_file()]
+    skipped = [
+        SkippedImage(path.name, "not inside a category folder")
+        for path in sorted(root.iterdir())
+        if not path.name.startswith(".") and path.is_file()
+    ]
     images: list[FolderImage] = []
     visited: set[str] = set()
     for category in categories:
@@ -92,6 +97,11 @@ def scan_image_folder(image_root: str | os.PathLike) -> FolderScan:
                 skipped.append(SkippedImage(relative, reason))
     images.sort(key=lambda image: image.relative_path)
     return FolderScan(root, categories, images, skipped, files_found=len(images) + len(skipped))
+
+
+def category_folders(image_root: Path) -> tuple[str, ...]:
+    """Names of the visible sub-folders of `image_root`, links to folders included, sorted."""
+    return tuple(sorted(path.name for path in image_root.iterdir() if not path.name.startswith(".") and path.is_dir()))
 
 
 def _visible_files(folder: Path, visited: set[str]) -> list[Path]:
@@ -109,21 +119,6 @@ def _visible_files(folder: Path, visited: set[str]) -> list[Path]:
             if not name.startswith(".") and path.is_file():
                 files.append(path)
     return files
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. 16/32-bit greyscale is stretched over its own min..max range, because
-    scaling by the type's maximum would turn a 12-bit detector's image nearly black."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((values - low) * scale).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
 
 
 def open_micrograph(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

@@ -18,7 +18,7 @@ import pytest
 from huggingface_hub import DatasetCard
 from PIL import Image, ImageFilter
 
-from dataset_builder import build_cli, builder
+from dataset_builder import build_cli, builder, prepared_corpus, publishing
 from dataset_builder.builder import (
     BuildReport,
     SEMInstruct,
@@ -30,7 +30,7 @@ from dataset_builder.builder import (
     qa_features,
     stratified_group_folds,
 )
-from dataset_builder.grounded_teacher import TEACHER_NAME as GROUNDED_TEACHER_NAME
+from dataset_builder.synthetic.grounded_teacher import TEACHER_NAME as GROUNDED_TEACHER_NAME
 from dataset_builder.question_families import PROMPT_VERSION, QUESTION_FAMILIES, SEM_CATEGORIES, caption_for_category
 from dataset_builder.teacher_cache import TeacherCache, TeacherRecord, image_content_id
 
@@ -424,7 +424,7 @@ class FakeHfApi:
 def fake_hub(monkeypatch):
     FakeHfApi.calls = []
     FakeHfApi.existing_repo_is_private = True
-    monkeypatch.setattr(build_cli, "HfApi", FakeHfApi)
+    monkeypatch.setattr(publishing, "HfApi", FakeHfApi)
     return FakeHfApi
 
 
@@ -443,13 +443,13 @@ def test_push_is_private_by_default(cli_build, fake_hub):
 
 
 def test_push_public_only_when_asked(cli_build, fake_hub):
-    build_cli.push_prepared_corpus(cli_build.out, "me/sem-instruct", public=True)
+    publishing.push_prepared_corpus(cli_build.out, "me/sem-instruct", public=True)
     assert fake_hub.calls[0][1]["private"] is False
 
     fake_hub.calls.clear()
     fake_hub.existing_repo_is_private = False
     with pytest.raises(PermissionError, match="public"):
-        build_cli.push_prepared_corpus(cli_build.out, "me/sem-instruct")
+        publishing.push_prepared_corpus(cli_build.out, "me/sem-instruct")
     assert [name for name, _ in fake_hub.calls] == ["create_repo"]
 
 
@@ -480,13 +480,13 @@ def test_card_licence_follows_the_image_source(cli_build):
         cli_build.root, cli_build.cache.path, num_folds=3, cache_dir=cli_build.base / "hf_cache"
     )
     image_rows, report = (
-        build_cli.unique_image_rows(built),
+        prepared_corpus.unique_image_rows(built),
         json.loads((cli_build.out / "build_report.json").read_text()),
     )
     synthetic = built.remove_columns("image").map(lambda row: {"teacher": GROUNDED_TEACHER_NAME})
-    card = build_cli.build_dataset_card(synthetic, image_rows, report, "me/synthetic")
+    card = publishing.build_dataset_card(synthetic, image_rows, report, "me/synthetic")
     assert card.data.license == "cc-by-4.0" and "synthetic" in card.data.tags
     assert "Aversa" not in card.text and "mvaema-synth" in card.text
-    override = build_cli.build_dataset_card(built.remove_columns("image"), image_rows, report, "me/x", "cc-by-nc-4.0")
+    override = publishing.build_dataset_card(built.remove_columns("image"), image_rows, report, "me/x", "cc-by-nc-4.0")
     assert override.data.license == "cc-by-nc-4.0"
-    assert build_cli.image_source(["alloy", "zinc"], {TEACHER}) == "other"
+    assert publishing.image_source(["alloy", "zinc"], {TEACHER}) == "other"
