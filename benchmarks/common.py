@@ -13,6 +13,8 @@ Fairness rules, applied by every benchmark here:
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -20,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,23 +30,24 @@ from pathlib import Path
 
 import torch
 
-from dataset_builder.builder import load_instruct_corpus
-from dataset_builder.synthetic import generate_synthetic_corpus
+from dataset_builder.synthetic import IMAGES_DIR_NAME
 from instruct_tuning.data import (
     ImageGroupedBatchSampler,
     PixelStore,
     QACollator,
     QATable,
     build_pixel_store,
+    synthetic_corpus,
     tokenize_split,
 )
-from instruct_tuning.peer import BlipPeerForQuestionAnswering, blip_peer_config
-from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, train_wordpiece_tokenizer
+from instruct_tuning.factories import model_config, train_processor
+from instruct_tuning.factories import model_from_config as fresh_model
+from instruct_tuning.variants import MVAEMA
+from modeling_mvaema import MVaEMaConfig, MVaEMaProcessor
 
 PAPER_VOCAB_SIZE = 8192
 QUESTIONS_PER_IMAGE = 4
 QA_PAIRS_PER_SYNTHETIC_IMAGE = 22  # 10 question families, 22 sub-questions
-MVAEMA, PEER = "mvaema", "blip_peer"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,23 +76,19 @@ def prepare_workload(cache_dir: Path, per_category: int, seed: int = 0) -> Workl
 
     Everything is cached in `cache_dir`, so subprocesses (memory measurements) and reruns reuse it.
     """
-    cache_dir = Path(cache_dir)
-    corpus_dir = cache_dir / f"synthetic-{per_category}x10-seed{seed}"
-    synthetic = generate_synthetic_corpus(corpus_dir, per_category=per_category, seed=seed, workers=cpu_cores())
-    corpus = load_instruct_corpus(
-        synthetic.image_root, [str(synthetic.cache_path)], num_folds=10, seed=seed, cache_dir=str(corpus_dir / "hf")
-    )
+    corpus_dir = Path(cache_dir) / f"synthetic-{per_category}x10-seed{seed}"
+    corpus = synthetic_corpus(corpus_dir, per_category, seed, num_folds=10, cache_dir=corpus_dir / "hf")
     processor = _processor(corpus, corpus_dir / "processor")
     pixel_store = build_pixel_store(corpus, 224, corpus_dir / "pixels")
     table = tokenize_split(corpus, processor, pixel_store)
-    return Workload(corpus, processor, pixel_store, table, synthetic.image_root)
+    return Workload(corpus, processor, pixel_store, table, corpus_dir / IMAGES_DIR_NAME)
 
 
 def _processor(corpus, saved: Path) -> MVaEMaProcessor:
+    """The training script's processor factory at the paper's vocabulary, saved for reruns and subprocesses."""
     if saved.exists():
         return MVaEMaProcessor.from_pretrained(saved)
-    texts = (text for column in ("question", "answer", "caption") for text in corpus[column])
-    processor = MVaEMaProcessor.from_tokenizer(train_wordpiece_tokenizer(texts, vocab_size=PAPER_VOCAB_SIZE))
+    processor = train_processor(corpus, vocab_size=PAPER_VOCAB_SIZE)
     processor.save_pretrained(saved)
     return processor
 
@@ -103,11 +103,11 @@ def training_batches(
     """`count` distinct batches as the training script makes them (captions dropped from half the prompts), or with
     `captions="always"` as the VQA evaluation asks its questions. Further epochs are drawn when one is too short."""
     table, batches = workload.table, []
-    sampler = ImageGroupedBatchSampler(table.image_rows, batch_size, QUESTIONS_PER_IMAGE, seed, drop_last=True)
+    sampler = ImageGroupedBatchSampler(table.image_index, batch_size, QUESTIONS_PER_IMAGE, seed, drop_last=True)
     collator = QACollator(table, workload.pixel_store, captions=captions, caption_drop_rate=0.5, seed=seed)
     if len(sampler) == 0:
         raise ValueError(
-            f"benchmarks/common.py: batch {batch_size} exceeds the corpus ({len(table)} QA pairs); prepare a larger "
+            f"batch {batch_size} exceeds the benchmark corpus ({len(table)} QA pairs); prepare a larger "
             "workload (per_category_for(batch_size))."
         )
     for epoch in range(math.ceil(count / len(sampler))):
@@ -126,7 +126,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 # ----------------------------------------------------------------------------------------------------------------
 def paper_config(processor: MVaEMaProcessor, **overrides) -> MVaEMaConfig:
     """The paper-size MVaEMa config (hidden 64, 6 + 6 layers, 4 heads, 224 px, patch 32) with vocabulary 8192."""
-    config = MVaEMaConfig.from_tokenizer(processor.tokenizer, **overrides)
+    config = model_config(processor, MVAEMA, **overrides)
     config.text_config.vocab_size = PAPER_VOCAB_SIZE
     return config
 
@@ -137,10 +137,9 @@ def build_model(name: str, processor: MVaEMaProcessor, device: torch.device, see
 
 
 def model_from_config(name: str, config: MVaEMaConfig, device: torch.device, seed: int = 0):
-    """MVaEMa with `config`, or the BLIP peer of the same size (`blip_peer_config`)."""
+    """MVaEMa with `config`, or the BLIP peer of the same size, as the training script builds them, on `device`."""
     torch.manual_seed(seed)
-    model = MVaEMaForQuestionAnswering(config) if name == MVAEMA else BlipPeerForQuestionAnswering(blip_peer_config(config))
-    return model.to(device)
+    return fresh_model(name, config).to(device)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -199,7 +198,7 @@ def resident_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"benchmarks/common.py: /proc/self/status has no {field}; peak memory needs Linux.")
+    raise RuntimeError(f"/proc/self/status has no {field}: peak memory is measured on Linux only.")
 
 
 def reset_peak_resident() -> None:
@@ -264,18 +263,18 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "git_commit": _git_commit(),
+        "mvaema": _package_version(),
     }
     if device.type == "cpu":
         described["cpu_model"] = _cpu_model()
     return described
 
 
-def _git_commit() -> str | None:
-    completed = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    )
-    return completed.stdout.strip() or None
+def _package_version() -> str | None:
+    try:
+        return importlib.metadata.version("mvaema")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _cpu_model() -> str | None:
@@ -318,3 +317,18 @@ def resolve_device(name: str) -> torch.device:
 def autocast(device: torch.device, dtype: str):
     """bf16 autocast around the forward pass (the backward follows its casts), or nothing for fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def run_benchmark(argv: list[str] | None, parse_args: Callable[[list[str] | None], argparse.Namespace],
+                  run: Callable[[argparse.Namespace], dict],
+                  memory_child: Callable[[str, argparse.Namespace], None] | None = None) -> int:
+    """A benchmark's `main`: parse, then either serve as the memory-measuring child of `peak_memory`, or run with the
+    synthetic corpus in `--cache-dir` (default: a temporary folder) and write the results to `--out`."""
+    args = parse_args(argv)
+    if memory_child is not None and args.memory_child:
+        memory_child(args.memory_child, args)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mvaema-bench-") as scratch:
+        args.cache_dir = args.cache_dir or Path(scratch)
+        write_json(args.out, run(args))
+    return 0

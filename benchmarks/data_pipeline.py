@@ -91,7 +91,7 @@ def pixel_store_build(workload: common.Workload, args) -> list[dict]:
 def epochs(workload: common.Workload, args) -> dict:
     """One epoch of the training loader (batch 48) against the naive per-row loading, extrapolated."""
     table = workload.table
-    sampler = ImageGroupedBatchSampler(table.image_rows, 48, common.QUESTIONS_PER_IMAGE, seed=0, drop_last=True)
+    sampler = ImageGroupedBatchSampler(table.image_index, 48, common.QUESTIONS_PER_IMAGE, seed=0, drop_last=True)
     collator = QACollator(table, workload.pixel_store, captions="drop", caption_drop_rate=0.5)
     seconds = []
     for _ in range(args.rounds):
@@ -160,11 +160,7 @@ def print_results(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="mvaema-bench-") as scratch:
-        args.cache_dir = args.cache_dir or Path(scratch)
-        common.write_json(args.out, run(args))
-    return 0
+    return common.run_benchmark(argv, parse_args, run)
 
 
 if __name__ == "__main__":

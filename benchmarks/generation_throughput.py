@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
 
 from benchmarks import common
+from instruct_tuning.variants import MVAEMA, PEER
 
 NEW_TOKENS = 32
 SETTINGS = dict(max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1, no_repeat_ngram_size=0, suppress_tokens=None)
@@ -41,7 +41,7 @@ def answerer(name: str, model, batches: list[dict], device: torch.device, dtype:
 
     def generate(batch: dict) -> torch.Tensor:
         with torch.no_grad(), common.autocast(device, dtype):
-            if name == common.MVAEMA:
+            if name == MVAEMA:
                 return model.generate(**batch, **SETTINGS)
             pixel_values = batch["pixel_values"][batch["image_index"]]
             return model.generate(input_ids=batch["input_ids"], pixel_values=pixel_values,
@@ -59,7 +59,7 @@ def answerer(name: str, model, batches: list[dict], device: torch.device, dtype:
 def without_end_of_answer(name: str, model) -> None:
     """Disable the end-of-answer token, so that answers run to `max_new_tokens` with no logits processor (a
     `min_new_tokens` would add one). BLIP's `generate` passes its text config's [SEP] id as `eos_token_id` itself."""
-    if name == common.MVAEMA:
+    if name == MVAEMA:
         model.generation_config.eos_token_id = None
     else:
         model.config.text_config.sep_token_id = None
@@ -67,7 +67,7 @@ def without_end_of_answer(name: str, model) -> None:
 
 def sweep(workload: common.Workload, args, device: torch.device) -> list[dict]:
     rows = []
-    models = {name: common.build_model(name, workload.processor, device) for name in (common.MVAEMA, common.PEER)}
+    models = {name: common.build_model(name, workload.processor, device) for name in (MVAEMA, PEER)}
     for batch_size in args.batch_sizes:
         batches = [common.to_device(b, device) for b in question_batches(workload, batch_size, args.calls)]
         for dtype in args.dtypes:
@@ -78,7 +78,7 @@ def sweep(workload: common.Workload, args, device: torch.device) -> list[dict]:
                 rows.append({"batch_size": batch_size, "dtype": dtype, "model": name,
                              "ms_per_batch": per_call * 1e3, "answers_per_second": batch_size / per_call,
                              "tokens_per_second": batch_size * NEW_TOKENS / per_call, "spread": common.spread(values)})
-            peer = rows[-1] if rows[-1]["model"] == common.PEER else rows[-2]
+            peer = rows[-1] if rows[-1]["model"] == PEER else rows[-2]
             for row in rows[-2:]:
                 row["ratio_vs_peer"] = row["answers_per_second"] / peer["answers_per_second"]
                 print(f"  batch {batch_size} {dtype} {row['model']}: {row['answers_per_second']:.0f} answers/s", flush=True)
@@ -92,7 +92,7 @@ def decoding_step_profile(workload: common.Workload, device: torch.device, top: 
     batch = common.to_device(question_batches(workload, 48, 1)[0], device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     profiles = {}
-    for name in (common.MVAEMA, common.PEER):
+    for name in (MVAEMA, PEER):
         run = answerer(name, common.build_model(name, workload.processor, device), [batch], device, "fp32")
         run()
         with profile(activities=activities) as profiler:
@@ -106,7 +106,7 @@ def decoding_step_profile(workload: common.Workload, device: torch.device, top: 
 
 def peak_memory(workload: common.Workload, args, device: torch.device) -> list[dict]:
     rows = []
-    for name in (common.MVAEMA, common.PEER):
+    for name in (MVAEMA, PEER):
         if device.type == "cuda":
             torch.cuda.empty_cache()
             batches = [common.to_device(b, device) for b in question_batches(workload, 48, 1)]
@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--per-category", type=int)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--memory-child", choices=[common.MVAEMA, common.PEER], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=[MVAEMA, PEER], help=argparse.SUPPRESS)
     parser.add_argument("--memory-inputs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -194,14 +194,7 @@ def print_results(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.memory_child:
-        memory_child(args.memory_child, args)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="mvaema-bench-") as scratch:
-        args.cache_dir = args.cache_dir or Path(scratch)
-        common.write_json(args.out, run(args))
-    return 0
+    return common.run_benchmark(argv, parse_args, run, memory_child)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Every benchmark, one after the other, on one shared synthetic corpus; then the projection of the full protocol.
 
-    python -m benchmarks.run_all --out results/cpu                   # CPU, a few minutes on 2 cores
-    python -m benchmarks.run_all --quick --out results/smoke         # CI smoke run, about a minute
-    python -m benchmarks.run_all --device cuda --compile --out $OUT  # GPU (see benchmarks/gpu/run_on_device.sh)
+    python -m benchmarks.run_all                                      # CPU, into benchmarks/results/cpu
+    python -m benchmarks.run_all --quick --out /tmp/smoke             # smallest settings (the CI smoke run)
+    python -m benchmarks.run_all --device cuda --out results/gpu      # GPU (see benchmarks/gpu/run_on_device.sh)
 
-Writes training.json, generation.json, data_pipeline.json, projection.json and summary.json into `--out`.
+Writes training.json, generation.json, data_pipeline.json, projection.json and summary.json into `--out`
+(default benchmarks/results/cpu).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 
 from benchmarks import common, data_pipeline, generation_throughput, projection, training_throughput
 
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cpu"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="timed rounds per model (default: each benchmark's)")
     parser.add_argument("--skip", nargs="+", default=[], choices=["training", "generation", "data_pipeline"])
     parser.add_argument("--cache-dir", type=Path, help="synthetic corpus location (default: a temp dir)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON results")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON results (default: benchmarks/results/cpu)")
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
@@ -25,6 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks import common
+from instruct_tuning.variants import MVAEMA, PEER
 from modeling_mvaema import modeling_mvaema
 from modeling_mvaema.modeling_mvaema import compile_for_training
 
@@ -127,7 +127,7 @@ def retry_alone(contestants, batch_size, args, device, dtype, out_of_memory) -> 
 
 
 def model_names(args) -> list[str]:
-    names = [common.MVAEMA, common.PEER]
+    names = [MVAEMA, PEER]
     return names + [f"{name}+compile" for name in names] if args.compile else names
 
 
@@ -135,7 +135,7 @@ def build(name: str, workload: common.Workload, device: torch.device):
     base = name.removesuffix("+compile")
     model = common.build_model(base, workload.processor, device)
     if name.endswith("+compile"):
-        if base == common.MVAEMA:
+        if base == MVAEMA:
             compile_for_training(model)
         else:
             model.compile()
@@ -150,7 +150,7 @@ def release(device: torch.device) -> None:
 def with_ratios(rows: list[dict]) -> list[dict]:
     """Add each row's samples/s relative to the peer's (the eager peer, or the compiled one for compiled rows)."""
     for row in rows:
-        peer_name = common.PEER + ("+compile" if row["model"].endswith("+compile") else "")
+        peer_name = PEER + ("+compile" if row["model"].endswith("+compile") else "")
         peer = [r for r in rows if r["model"] == peer_name and r["batch_size"] == row["batch_size"]
                 and r["dtype"] == row["dtype"] and "samples_per_second" in r]
         if peer and "samples_per_second" in row:
@@ -167,7 +167,7 @@ def best_batches(rows: list[dict]) -> list[dict]:
             best[key] = row
     results = []
     for (model, dtype), row in best.items():
-        peer = best.get((common.PEER + ("+compile" if model.endswith("+compile") else ""), dtype))
+        peer = best.get((PEER + ("+compile" if model.endswith("+compile") else ""), dtype))
         results.append({"model": model, "dtype": dtype, "best_batch_size": row["batch_size"],
                         "samples_per_second": row["samples_per_second"],
                         "ratio_vs_peer_best": row["samples_per_second"] / peer["samples_per_second"] if peer else None})
@@ -190,14 +190,14 @@ def fast_path_gains(workload: common.Workload, args, device: torch.device) -> li
         "no fast path": (expanded, every_pair, {"return_logits": True}, feed_forward_on_every_position),
     }
     contestants = {
-        name: contestant(common.build_model(common.MVAEMA, workload.processor, device, **overrides), variant_batches,
+        name: contestant(common.build_model(MVAEMA, workload.processor, device, **overrides), variant_batches,
                          device, dtype, forward_kwargs, context)
         for name, (variant_batches, overrides, forward_kwargs, context) in variants.items()
     }
     # Not a fast path of the model but of the step: one fused kernel for Adam instead of torch's multi-tensor default.
-    contestants["fused Adam (added)"] = contestant(common.build_model(common.MVAEMA, workload.processor, device), batches,
+    contestants["fused Adam (added)"] = contestant(common.build_model(MVAEMA, workload.processor, device), batches,
                                                    device, dtype, fused_adam=True)
-    contestants[common.PEER] = contestant(common.build_model(common.PEER, workload.processor, device), batches, device, dtype)
+    contestants[PEER] = contestant(common.build_model(PEER, workload.processor, device), batches, device, dtype)
     rows = compare(contestants, size * args.steps, args, device, {"batch_size": size, "dtype": dtype})
     fastest = next(row for row in rows if row["model"] == "all fast paths")
     for row in rows:
@@ -221,7 +221,7 @@ class OperatorCounter(TorchDispatchMode):
 def operator_counts(workload: common.Workload, device: torch.device) -> dict[str, int]:
     batch = common.to_device(common.training_batches(workload, 48, 1)[0], device)
     counts = {}
-    for name in (common.MVAEMA, common.PEER):
+    for name in (MVAEMA, PEER):
         run = contestant(common.build_model(name, workload.processor, device), [batch], device, "fp32")
         run()
         with OperatorCounter() as counter:
@@ -240,7 +240,7 @@ def kernel_profile(workload: common.Workload, args, device: torch.device) -> lis
     for batch_size in sorted({48, max(args.batch_sizes)}):
         batches = [common.to_device(b, device) for b in common.training_batches(workload, batch_size, args.steps)]
         for dtype in args.dtypes:
-            for name in (common.MVAEMA, common.PEER):
+            for name in (MVAEMA, PEER):
                 run = contestant(common.build_model(name, workload.processor, device), batches, device, dtype)
                 wall = common.median(common.interleaved_seconds({name: run}, 3, 1, device)[name]) / args.steps
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
@@ -282,7 +282,7 @@ def peak_memory(workload: common.Workload, args, device: torch.device) -> list[d
     """Peak memory of a training step at batch 48: max RSS of a fresh process per model on CPU, peak allocated
     CUDA memory on GPU."""
     rows = []
-    for name in (common.MVAEMA, common.PEER):
+    for name in (MVAEMA, PEER):
         if device.type == "cuda":
             rows.append({"model": name, "batch_size": 48, **cuda_peak(name, workload, device)})
         else:
@@ -342,7 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, help="where the synthetic corpus is generated (default: a temp dir)")
     parser.add_argument("--per-category", type=int, help="synthetic images per category (default: enough for the batches)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--memory-child", choices=[common.MVAEMA, common.PEER], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=[MVAEMA, PEER], help=argparse.SUPPRESS)
     parser.add_argument("--memory-inputs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -420,14 +420,7 @@ def print_results(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.memory_child:
-        memory_child(args.memory_child, args)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="mvaema-bench-") as scratch:
-        args.cache_dir = args.cache_dir or Path(scratch)
-        common.write_json(args.out, run(args))
-    return 0
+    return common.run_benchmark(argv, parse_args, run, memory_child)
 
 
 if __name__ == "__main__":

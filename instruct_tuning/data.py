@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +24,43 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from dataset_builder.images import BadImageError, to_rgb
+from dataset_builder.builder import load_instruct_corpus, load_prepared_corpus
+from dataset_builder.images import BadImageError
+from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus
+from modeling_mvaema.processing_mvaema import to_rgb
 
 logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Corpus
+# ----------------------------------------------------------------------------------------------------------
+def synthetic_corpus(directory: Path, per_category: int, seed: int, num_folds: int, cache_dir: Path,
+                     generate: bool = True) -> datasets.Dataset:
+    """The built-in synthetic corpus in `directory` as a QA dataset. With `generate`, missing images are generated
+    first (a second run, or an interrupted one, goes on); without it, another process has generated them."""
+    directory = Path(directory)
+    if generate:
+        corpus = generate_synthetic_corpus(directory, per_category=per_category, seed=seed, workers=os.cpu_count() or 1)
+        if corpus.images_written:
+            logger.info("generated %d synthetic micrographs in %s", corpus.images_written, directory)
+    return load_instruct_corpus(directory / IMAGES_DIR_NAME, [str(directory / CACHE_FILE_NAME)], num_folds=num_folds,
+                                seed=seed, cache_dir=str(cache_dir))
+
+
+def load_corpus(args, accelerator) -> datasets.Dataset:
+    """The QA corpus of `args` (ScriptArguments) with a `fold` column; the main process generates and builds it
+    first, the others then read its cache."""
+    if args.dataset:
+        return load_prepared_corpus(args.dataset)
+    cache_dir = Path(args.output_dir) / "dataset_cache"
+    with accelerator.main_process_first():
+        if args.images:
+            return load_instruct_corpus(args.images, list(args.teacher_cache), num_folds=args.num_folds, seed=args.seed,
+                                        cache_dir=str(cache_dir))
+        directory = Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
+        return synthetic_corpus(directory, args.synthetic_per_category, args.seed, args.num_folds, cache_dir,
+                                generate=accelerator.is_main_process)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -33,20 +68,22 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
 class PixelStore:
-    """Model-ready micrographs: `pixels[row]` is a uint8 [3, S, S] image, `row_of[image_id]` its row."""
+    """Model-ready micrographs: `pixels[image_index]` is a uint8 [3, S, S] image; `index_of[image_key]` is the
+    image_index of the micrograph whose corpus `image_id` is `image_key`."""
 
     pixels: torch.Tensor
-    image_ids: list[str]
+    image_keys: list[str]
 
     def __post_init__(self) -> None:
-        self.row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
+        self.index_of = {image_key: index for index, image_key in enumerate(self.image_keys)}
 
-    def normalized(self, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 rows -> pixel_values [N, 3, S, S] in [-1, 1] (mean = std = 0.5, as the image processor)."""
-        return self.pixels[rows.to(self.pixels.device)].to(dtype).div_(127.5).sub_(1.0)
+    def normalized(self, image_index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 images at `image_index` [N] -> pixel_values [N, 3, S, S] in [-1, 1] (mean = std = 0.5, as the
+        image processor)."""
+        return self.pixels[image_index.to(self.pixels.device)].to(dtype).div_(127.5).sub_(1.0)
 
     def to(self, device: torch.device | str) -> "PixelStore":
-        return PixelStore(self.pixels.to(device), self.image_ids)
+        return PixelStore(self.pixels.to(device), self.image_keys)
 
 
 def decode_for_model(source: dict, size: int) -> np.ndarray:
@@ -73,29 +110,29 @@ def build_pixel_store(
     """Decode each distinct image of the corpus once into one preallocated uint8 tensor, cached on disk.
 
     `num_threads` (default: ThreadPoolExecutor's, a few more than the CPU cores) decode in parallel: PIL releases
-    the GIL while it decodes and resizes. Each image is written into its row as soon as it is decoded, so peak
+    the GIL while it decodes and resizes. Each image is written into its place as soon as it is decoded, so peak
     memory is the store itself.
     """
-    image_ids, first_rows = np.unique(np.asarray(corpus["image_id"]), return_index=True)
-    image_ids = image_ids.tolist()
+    image_keys, first_rows = np.unique(np.asarray(corpus["image_id"]), return_index=True)
+    image_keys = image_keys.tolist()
     decoding = "draft-dct-bicubic-2"  # in the cache key: a store decoded another way is not reused
-    fingerprint = hashlib.sha256(json.dumps([decoding, image_size, image_ids]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps([decoding, image_size, image_keys]).encode()).hexdigest()[:16]
     cache_path = Path(cache_dir) / f"pixels-{image_size}px-{fingerprint}.safetensors"
     if cache_path.exists():
-        return PixelStore(load_file(cache_path)["pixels"], image_ids)
+        return PixelStore(load_file(cache_path)["pixels"], image_keys)
 
     sources = corpus.cast_column("image", datasets.Image(decode=False)).select(first_rows.tolist())["image"]
     pixels = torch.empty((len(sources), 3, image_size, image_size), dtype=torch.uint8)
 
-    def decode_into_row(row: int) -> None:
-        pixels[row] = torch.from_numpy(decode_for_model(sources[row], image_size))
+    def decode_into_store(image_index: int) -> None:
+        pixels[image_index] = torch.from_numpy(decode_for_model(sources[image_index], image_size))
 
     with ThreadPoolExecutor(num_threads) as pool:
-        list(pool.map(decode_into_row, range(len(sources))))
+        list(pool.map(decode_into_store, range(len(sources))))
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"pixels": pixels}, str(cache_path))
-    logger.info("decoded %d images into %s", len(image_ids), cache_path)
-    return PixelStore(pixels, image_ids)
+    logger.info("decoded %d images into %s", len(image_keys), cache_path)
+    return PixelStore(pixels, image_keys)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -105,11 +142,11 @@ def build_pixel_store(
 class QATable:
     """One split's QA pairs, tokenised once. Rows align with the split's dataset rows.
 
-    image_rows [N]: pixel-store row of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
+    image_index [N]: pixel-store index of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
     their masks; labels [N, La] (-100 on padding); category [N].
     """
 
-    image_rows: torch.Tensor
+    image_index: torch.Tensor
     prompt_ids: torch.Tensor
     prompt_mask: torch.Tensor
     prompt_ids_no_caption: torch.Tensor
@@ -118,7 +155,7 @@ class QATable:
     category: torch.Tensor
 
     def __len__(self) -> int:
-        return len(self.image_rows)
+        return len(self.image_index)
 
 
 def pad_columns(table: torch.Tensor, width: int, value: int) -> torch.Tensor:
@@ -132,7 +169,7 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
     width = with_caption["input_ids"].shape[1]
     pad = processor.tokenizer.pad_token_id
     return QATable(
-        image_rows=torch.tensor([pixel_store.row_of[image_id] for image_id in split["image_id"]]),
+        image_index=torch.tensor([pixel_store.index_of[image_key] for image_key in split["image_id"]]),
         prompt_ids=with_caption["input_ids"],
         prompt_mask=with_caption["attention_mask"],
         prompt_ids_no_caption=pad_columns(without_caption["input_ids"], width, pad),
@@ -155,9 +192,9 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     only on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, image_rows: torch.Tensor, batch_size: int, questions_per_image: int, seed: int,
+    def __init__(self, image_index: torch.Tensor, batch_size: int, questions_per_image: int, seed: int,
                  drop_last: bool = False, groups_per_image: int | None = None):
-        self.image_rows = image_rows.numpy()
+        self.image_index = image_index.numpy()
         self.batch_size = batch_size
         self.questions_per_image = questions_per_image
         self.groups_per_image = groups_per_image
@@ -170,8 +207,8 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def _ordered_indices(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = np.argsort(self.image_rows, kind="stable")
-        boundaries = np.flatnonzero(np.diff(self.image_rows[order])) + 1
+        order = np.argsort(self.image_index, kind="stable")
+        boundaries = np.flatnonzero(np.diff(self.image_index[order])) + 1
         groups = []
         for pairs_of_one_image in np.split(order, boundaries):
             shuffled = rng.permutation(pairs_of_one_image)
@@ -192,9 +229,9 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     @property
     def samples_per_epoch(self) -> int:
         if self.groups_per_image is None:
-            return len(self.image_rows)
+            return len(self.image_index)
         # Groups are cut from the front of each image's shuffled pairs, so all kept groups are full ones.
-        pairs_per_image = np.unique(self.image_rows, return_counts=True)[1]
+        pairs_per_image = np.unique(self.image_index, return_counts=True)[1]
         return int(np.minimum(pairs_per_image, self.groups_per_image * self.questions_per_image).sum())
 
 
@@ -236,7 +273,7 @@ class QACollator:
         input_ids = torch.where(kept, table.prompt_ids[indices], table.prompt_ids_no_caption[indices])
         attention_mask = torch.where(kept, table.prompt_mask[indices], table.prompt_mask_no_caption[indices])
         labels = table.labels[indices]
-        unique_rows, image_index = torch.unique(table.image_rows[indices], return_inverse=True)
+        batch_images, image_index = torch.unique(table.image_index[indices], return_inverse=True)
         input_ids, attention_mask = trim_to_longest(input_ids, attention_mask)
         pair_prompt = {}
         if self.captions == "drop":
@@ -244,9 +281,9 @@ class QACollator:
             pair_prompt = {"pair_prompt_ids": pair_ids, "pair_prompt_mask": pair_mask}
         return {
             **pair_prompt,
-            "pixel_values": self.pixel_store.normalized(unique_rows),
+            "pixel_values": self.pixel_store.normalized(batch_images),
             "image_index": image_index,
-            "image_keys": table.image_rows[indices],
+            "image_keys": table.image_index[indices],  # the pixel-store index is unique per micrograph
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels[:, : int((labels != -100).sum(1).max())],
@@ -262,3 +299,33 @@ def trim_to_longest(token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.
 def index_loader(table: QATable, batch_sampler, collator: QACollator) -> torch.utils.data.DataLoader:
     """A DataLoader over row indices: collation does the work in the main process (no worker copies)."""
     return torch.utils.data.DataLoader(range(len(table)), batch_sampler=batch_sampler, collate_fn=collator)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Folds
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class FoldData:
+    """Everything one fold's runs need, tokenised and decoded once and shared by every variant."""
+
+    train: QATable
+    validation: QATable
+    test: QATable
+    pixel_store: PixelStore
+    class_names: list[str]
+
+
+def prepare_fold(corpus: datasets.Dataset, fold: int, num_folds: int, processor, pixel_store: PixelStore) -> FoldData:
+    """Test on `fold`, validate on the next one, train on the rest."""
+    validation_fold = (fold + 1) % num_folds
+    splits = {
+        "train": corpus.filter(lambda f: f not in (fold, validation_fold), input_columns="fold"),
+        "validation": corpus.filter(lambda f: f == validation_fold, input_columns="fold"),
+        "test": corpus.filter(lambda f: f == fold, input_columns="fold"),
+    }
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise ValueError(f"fold {fold}: the {name} split is empty; use fewer --num-folds or more data")
+    tables = {name: tokenize_split(split, processor, pixel_store) for name, split in splits.items()}
+    class_names = corpus.features["category"].names
+    return FoldData(tables["train"], tables["validation"], tables["test"], pixel_store, class_names)

@@ -39,7 +39,7 @@ def generate_answers(model, processor, table, pixel_store, device, batch_size: i
         mask = table.prompt_mask[rows]
         length = int(mask.sum(1).max())
         generated = model.generate(
-            pixel_values=pixel_store.normalized(table.image_rows[rows]).to(device),
+            pixel_values=pixel_store.normalized(table.image_index[rows]).to(device),
             input_ids=table.prompt_ids[rows, :length].to(device),
             attention_mask=mask[:, :length].to(device),
             **settings,
@@ -58,29 +58,29 @@ def evaluate_vqa(model, processor, table, pixel_store, device, batch_size: int, 
     return scores
 
 
-def image_level_rows(table) -> tuple[torch.Tensor, torch.Tensor]:
-    """One entry per distinct image of the table: (pixel-store rows, category ids)."""
-    rows, first = np.unique(table.image_rows.numpy(), return_index=True)
-    return torch.from_numpy(rows), table.category[torch.from_numpy(first)]
+def distinct_images(table) -> tuple[torch.Tensor, torch.Tensor]:
+    """One entry per distinct image of the table: (pixel-store image_index [M], category ids [M])."""
+    image_index, first = np.unique(table.image_index.numpy(), return_index=True)
+    return torch.from_numpy(image_index), table.category[torch.from_numpy(first)]
 
 
 @torch.no_grad()
-def category_scores(model, processor, data, image_rows: torch.Tensor, device, batch_size: int, method: str) -> torch.Tensor:
-    """Scores [N_images, C] of every category for each image, asked without a caption."""
+def category_scores(model, processor, data, image_index: torch.Tensor, device, batch_size: int, method: str) -> torch.Tensor:
+    """Scores [N_images, C] of every category for each image at `image_index` [N_images], asked without a caption."""
     model.eval()
     text_inputs = {name: tensor.to(device) for name, tensor in processor.classification_inputs().items()}
     scores = []
-    for start in range(0, len(image_rows), batch_size):
-        rows = image_rows[start : start + batch_size]
-        output = model.classify(pixel_values=data.pixel_store.normalized(rows).to(device), **text_inputs,
+    for start in range(0, len(image_index), batch_size):
+        chunk = image_index[start : start + batch_size]
+        output = model.classify(pixel_values=data.pixel_store.normalized(chunk).to(device), **text_inputs,
                                 method=method, top_k=min(5, len(data.class_names)))
         scores.append(output.scores.float().cpu())
     return torch.cat(scores)
 
 
 def evaluate_classification(model, processor, table, data, device, batch_size: int, method: str) -> dict:
-    image_rows, categories = image_level_rows(table)
-    scores = category_scores(model, processor, data, image_rows, device, batch_size, method)
+    image_index, categories = distinct_images(table)
+    scores = category_scores(model, processor, data, image_index, device, batch_size, method)
     metrics = ZeroShotClassification().compute(
         predictions=scores.tolist(), references=categories.tolist(), label_names=data.class_names)
     metrics.pop("label_names")
@@ -93,9 +93,20 @@ def select_classification_method(model, processor, validation_table, data, devic
     methods = available_methods(model)
     if len(methods) == 1:
         return methods[0]
-    image_rows, categories = image_level_rows(validation_table)
+    image_index, categories = distinct_images(validation_table)
     accuracy = {}
     for method in methods:
-        scores = category_scores(model, processor, data, image_rows, device, batch_size, method)
+        scores = category_scores(model, processor, data, image_index, device, batch_size, method)
         accuracy[method] = float((scores.argmax(1) == categories).float().mean())
     return max(methods, key=lambda m: accuracy[m])
+
+
+def evaluate_fold(model, processor, data, device, batch_size: int, max_questions: int | None = None) -> dict:
+    """The paper's evaluation on the test fold of `data` (FoldData): VQA with captions, classification without, by
+    the method that classifies the validation fold best."""
+    method = select_classification_method(model, processor, data.validation, data, device, batch_size)
+    return {
+        "vqa": evaluate_vqa(model, processor, data.test, data.pixel_store, device, batch_size, max_questions),
+        "classification": evaluate_classification(model, processor, data.test, data, device, batch_size, method),
+        "classification_method": method,
+    }

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_mvaema import PAPER_ABLATION_NAMES
+from instruct_tuning.variants import DISPLAY_NAMES, MVAEMA, PEER
 
 VQA_COLUMNS = (("BLEU-2", "bleu2"), ("BLEU-4", "bleu4"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"),
                ("ROUGE-L", "rougeL"), ("METEOR", "meteor"))
-DISPLAY_NAMES = {"mvaema": "MVaEMa", "blip_peer": "BLIP peer (transformers)", **PAPER_ABLATION_NAMES}
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
 
 
@@ -57,8 +56,8 @@ def _cell(summary: dict, variant: str, part: str, key: str) -> str:
 
 def results_tables(summary: dict) -> str:
     """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
-    models = [v for v in ("mvaema", "blip_peer") if v in summary]
-    ablations = [v for v in DISPLAY_NAMES if v in summary and v not in ("mvaema", "blip_peer")]
+    models = [v for v in (MVAEMA, PEER) if v in summary]
+    ablations = [v for v in DISPLAY_NAMES if v in summary and v not in (MVAEMA, PEER)]
     lines = ["**Table 1: VQA (test fold, prompts with captions)**", "",
              "| Model | " + " | ".join(name for name, _ in VQA_COLUMNS) + " |",
              "|---" * (len(VQA_COLUMNS) + 1) + "|"]
@@ -68,13 +67,13 @@ def results_tables(summary: dict) -> str:
     lines += [f"| {DISPLAY_NAMES[v]} | {_cell(summary, v, 'classification', 'top1')} | "
               f"{_cell(summary, v, 'classification', 'top5')} | {_cell(summary, v, 'classification', 'macro_f1')} | "
               f"{', '.join(sorted(set(summary[v]['classification_method'])))} |" for v in models]
-    if "mvaema" in summary:
-        per_class = summary["mvaema"]["classification"]["per_class"]
+    if MVAEMA in summary:
+        per_class = summary[MVAEMA]["classification"]["per_class"]
         lines += ["", "**Table 4: MVaEMa per category**", "", "| Category | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']:.0f} |"
                   for name, c in per_class.items()]
     if ablations:
-        rows = ["mvaema", *ablations] if "mvaema" in summary else ablations
+        rows = [MVAEMA, *ablations] if MVAEMA in summary else ablations
         lines += ["", "**Table 5: ablations, VQA**", "", "| Variant | BLEU-4 | ROUGE-L | METEOR |", "|---|---|---|---|"]
         lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "vqa", k) for k in ("bleu4", "rougeL", "meteor")) + " |"
                   for v in rows]
@@ -112,7 +111,7 @@ def write_reports(summary: dict, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
     (output_dir / "results.md").write_text(results_tables(summary))
-    for variant in ("mvaema", "blip_peer"):
+    for variant in (MVAEMA, PEER):
         if variant in summary:
             plot_confusion_matrix(summary, variant, output_dir / f"confusion_matrix_{variant}.png")
 
@@ -123,7 +122,7 @@ def render_model_card(summary: dict, corpus) -> str:
 
     teachers = sorted(set(corpus["teacher"]))
     prompt_versions = sorted(set(corpus["prompt_version"]))
-    section = summary.get("mvaema", {})
+    section = summary.get(MVAEMA, {})
     eval_results = [
         EvalResult(task_type="visual-question-answering", dataset_type="sem-instruct", dataset_name="SEM instruct (test fold)",
                    metric_type=key.lower(), metric_name=name, metric_value=round(section["vqa"][key], 4))

@@ -1,5 +1,6 @@
 """The benchmarks run end to end (smallest settings) and their GPU-profile bookkeeping counts what it should."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -8,8 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from torch.autograd import DeviceType
 
+from benchmarks import common, run_all
 from benchmarks.training_throughput import gpu_kernels, top_kernels
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,3 +56,43 @@ def test_every_benchmark_runs_and_reports_both_models_with_ratios(tmp_path):
     full = json.loads((out / "training.json").read_text())
     assert full["complete"] and {row["model"] for row in full["fast_paths"]} >= {"all fast paths", "no fast path"}
     assert {row["model"] for row in full["peak_memory"]} == {"mvaema", "blip_peer"}
+
+
+def test_run_all_needs_no_arguments_and_writes_into_benchmarks_results_cpu():
+    args = run_all.parse_args([])
+    assert args.out == REPO / "benchmarks" / "results" / "cpu"
+    assert args.device == "cpu" and not args.quick
+
+
+def test_every_benchmark_main_is_the_shared_runner(tmp_path):
+    """A benchmark's results reach `--out`; its corpus goes to a temporary folder unless `--cache-dir` is given."""
+    seen = {}
+
+    def parse_args(argv):
+        return argparse.Namespace(cache_dir=None, out=tmp_path / "bench.json", memory_child=None)
+
+    def run(args):
+        seen["cache_dir"] = args.cache_dir
+        assert args.cache_dir.is_dir()
+        return {"rows": [1, 2]}
+
+    assert common.run_benchmark([], parse_args, run) == 0
+    assert json.loads((tmp_path / "bench.json").read_text()) == {"rows": [1, 2]}
+    assert not seen["cache_dir"].exists()  # the temporary corpus folder is removed afterwards
+
+
+def test_benchmarks_build_the_models_the_training_script_trains():
+    """Same factory: the benchmark's peer and MVaEMa are the classes and configs `instruct_tuning.factories` builds."""
+    from instruct_tuning.factories import model_config, model_from_config
+    from instruct_tuning.peer import BlipPeerForQuestionAnswering
+    from instruct_tuning.variants import MVAEMA, PEER
+    from modeling_mvaema import MVaEMaForQuestionAnswering
+    from tests.model_fixtures import tiny_processor
+
+    processor = tiny_processor()
+    config = model_config(processor, MVAEMA)
+    assert isinstance(common.model_from_config(MVAEMA, config, torch.device("cpu")), MVaEMaForQuestionAnswering)
+    peer = common.model_from_config(PEER, config, torch.device("cpu"))
+    assert isinstance(peer, BlipPeerForQuestionAnswering)
+    assert type(peer) is type(model_from_config(PEER, config))
+    assert common.paper_config(processor).text_config.vocab_size == common.PAPER_VOCAB_SIZE

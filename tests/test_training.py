@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 import run_instruct_tuning
 from dataset_builder.synthetic import generate_synthetic_corpus
+from instruct_tuning.training import optimizer_step_with_warmup
+from instruct_tuning.variants import ABLATIONS
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = json.dumps({
@@ -149,7 +151,7 @@ def test_two_process_ddp_matches_one_process(synthetic_dir, tmp_path):
 def test_every_ablation_trains_saves_and_evaluates(synthetic_dir, tmp_path):
     summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "ablations", "--ablation", "all",
                                                  "--num_epochs", "1", "--no_train_peer"))
-    for variant in run_instruct_tuning.ABLATIONS:
+    for variant in ABLATIONS:
         assert variant in summary, variant
         assert (tmp_path / "ablations" / "runs" / variant / "fold_0" / "best" / "model.safetensors").exists()
     tables = (tmp_path / "ablations" / "results.md").read_text()
@@ -188,7 +190,7 @@ def test_warmup_scales_only_the_first_steps_and_leaves_the_plateau_schedule_alon
     for step in range(6):
         parameter.grad = torch.ones(1)
         before = parameter.item()
-        run_instruct_tuning.optimizer_step_with_warmup(optimizer, step, warmup_steps=4)
+        optimizer_step_with_warmup(optimizer, step, warmup_steps=4)
         applied.append(before - parameter.item())
         assert optimizer.param_groups[0]["lr"] == 1.0  # the scheduler's rate is restored after every step
     assert applied == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
@@ -202,7 +204,7 @@ def test_collator_drops_captions_from_prompts_but_not_from_pair_prompts():
 
     captioned = torch.tensor([[2, 10, 11, 12, 3], [2, 10, 11, 13, 3], [2, 10, 11, 14, 3]])
     plain = torch.tensor([[2, 12, 3, 0, 0], [2, 13, 3, 0, 0], [2, 14, 3, 0, 0]])
-    table = QATable(image_rows=torch.tensor([0, 0, 1]), prompt_ids=captioned, prompt_mask=torch.ones_like(captioned),
+    table = QATable(image_index=torch.tensor([0, 0, 1]), prompt_ids=captioned, prompt_mask=torch.ones_like(captioned),
                     prompt_ids_no_caption=plain, prompt_mask_no_caption=(plain != 0).long(),
                     labels=torch.tensor([[20, 3], [21, 3], [22, 3]]), category=torch.tensor([0, 0, 1]))
     store = PixelStore(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"])

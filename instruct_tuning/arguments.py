@@ -1,0 +1,82 @@
+"""The training script's command line: one dataclass, parsed by transformers' `HfArgumentParser`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from instruct_tuning.variants import ABLATIONS, selected_variants
+
+
+@dataclass
+class ScriptArguments:
+    # Data: a folder + teacher caches, a prepared dataset, or (neither) the built-in synthetic corpus.
+    images: str | None = field(default=None, metadata={"help": "Image folder with one sub-folder per category."})
+    teacher_cache: list[str] = field(default_factory=list, metadata={"help": "Teacher cache JSONL file(s) for --images."})
+    dataset: str | None = field(default=None, metadata={"help": "A saved parquet folder or Hub dataset id (from mvaema-build-dataset)."})
+    synthetic_dir: str | None = field(default=None, metadata={"help": "Where the built-in synthetic corpus is generated (missing images only); default data/synthetic-<N>-per-category."})
+    synthetic_per_category: int = field(default=100, metadata={"help": "Synthetic micrographs per category."})
+    num_folds: int = field(default=10, metadata={"help": "k of the k-fold split (the paper: 10)."})
+    fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})
+    cross_validate: bool = field(default=False, metadata={"help": "Run every fold and report mean +- std."})
+
+    # Models.
+    ablation: str = field(default="none", metadata={"help": "none, all, or one of: " + ", ".join(ABLATIONS)})
+    train_peer: bool = field(default=True, metadata={"help": "Also train transformers' BlipForQuestionAnswering at the same size."})
+    init_from: str | None = field(default=None, metadata={"help": "A saved or Hub MVaEMa to fine-tune (keeps its tokenizer)."})
+    vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary trained on the corpus when not --init-from."})
+    model_overrides: str = field(default="{}", metadata={"help": 'JSON of MVaEMaConfig fields, e.g. \'{"text_config": {"num_hidden_layers": 4}}\'.'})
+    max_question_length: int = 48
+    max_answer_length: int = 64
+
+    # Optimisation: the paper's values, except the epoch budget of the built-in synthetic demo (see README).
+    learning_rate: float = 1e-3
+    warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear LR warm-up (not in the paper; Adam's first full-size steps disturb a model trained from scratch)."})
+    batch_size: int = field(default=48, metadata={"help": "Global batch size (split across processes)."})
+    num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 15 for the built-in synthetic corpus."})
+    lr_patience: int = field(default=5, metadata={"help": "Halve the learning rate after this many epochs without validation gain."})
+    early_stopping_patience: int = 10
+    questions_per_image: int = field(default=4, metadata={"help": "Questions of one image grouped in a batch (image encoded once)."})
+    groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 1 for the built-in synthetic corpus)."})
+    caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption."})
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    seed: int = 0
+
+    # Evaluation.
+    eval_batch_size: int = 128
+    max_eval_questions: int | None = field(default=None, metadata={"help": "Cap on generated test answers (None = all)."})
+
+    # Outputs.
+    output_dir: str = "outputs/mvaema"
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint; finished runs are kept."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the final model to."})
+    hub_public: bool = field(default=False, metadata={"help": "Make the pushed repo public (private by default)."})
+
+    def __post_init__(self):
+        uses_synthetic = self.images is None and self.dataset is None
+        if uses_synthetic:  # the built-in demo must finish in minutes on a laptop CPU (see README)
+            self.num_epochs = 15 if self.num_epochs is None else self.num_epochs
+            self.groups_per_image = 1 if self.groups_per_image is None else self.groups_per_image
+        if self.num_epochs is None:
+            self.num_epochs = 50
+        if self.images is not None and not self.teacher_cache:
+            raise ValueError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
+        selected_variants(self.ablation, self.train_peer)  # names a bad --ablation
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        if not 0 <= self.fold < self.num_folds:
+            raise ValueError(f"--fold {self.fold} is outside 0..{self.num_folds - 1}")
+
+    @property
+    def overrides(self) -> dict:
+        """`--model_overrides` as a dict of MVaEMaConfig fields."""
+        return json.loads(self.model_overrides)
+
+    @property
+    def variants(self) -> list[str]:
+        return selected_variants(self.ablation, self.train_peer)
+
+    @property
+    def folds(self) -> list[int]:
+        return list(range(self.num_folds)) if self.cross_validate else [self.fold]

@@ -1,0 +1,19 @@
+"""Supervised baselines of the paper's Table 2, trained on the same folds, pixels and schedule as MVaEMa."""
+
+from instruct_tuning.baselines.registry import (
+    BASELINES,
+    Baseline,
+    network_parameter_counts,
+    parse_baselines,
+    train_and_evaluate_baseline,
+)
+from instruct_tuning.baselines.training import BaselineSettings
+
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "BaselineSettings",
+    "network_parameter_counts",
+    "parse_baselines",
+    "train_and_evaluate_baseline",
+]

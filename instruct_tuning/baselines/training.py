@@ -1,0 +1,139 @@
+"""Supervised training of a baseline image classifier with MVaEMa's schedule, and its Table 2 metrics.
+
+The schedule is the training script's: Adam at the script's learning rate with linear warm-up, the rate halved
+after `lr_patience` epochs without a lower validation loss, early stopping after `early_stopping_patience`, and
+the weights of the epoch with the lowest validation loss kept. A baseline learns from each distinct image once
+per epoch (the QA pairs of an image all carry the same category).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from instruct_tuning.evaluation import distinct_images
+from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
+from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
+
+
+@dataclass
+class BaselineSettings:
+    """The training script's optimisation settings. `batch_size` counts images; `vision_config` is MVaEMa's (its
+    image_size must be the pixel store's); `device` None trains where the pixel store lives."""
+
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    batch_size: int = 48
+    num_epochs: int = 15
+    lr_patience: int = 5
+    early_stopping_patience: int = 10
+    seed: int = 0
+    eval_batch_size: int = 128
+    vision_config: MVaEMaVisionConfig = field(default_factory=MVaEMaVisionConfig)
+    device: str | None = None
+
+    def __post_init__(self):
+        for name in ("batch_size", "num_epochs", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"baseline setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"baseline setting warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+
+
+@dataclass
+class LabelledImages:
+    """Distinct images of one split: their pixel-store `image_index` [N] and category ids `labels` [N]."""
+
+    image_index: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_table(cls, table) -> "LabelledImages":
+        return cls(*distinct_images(table))
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+def optimizer_step_with_warmup(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
+    """`optimizer.step()` at the learning rate scaled by (step + 1) / warmup_steps during warm-up. The scheduler's own
+    rate is restored afterwards, so ReduceLROnPlateau keeps halving the configured rate, not a warm-up one."""
+    scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate * scale
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+
+
+def training_batches(images: LabelledImages, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """Index batches of one epoch in an order that depends only on (seed, epoch)."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return list(order.split(batch_size))
+
+
+@torch.no_grad()
+def predict_logits(model, images: LabelledImages, pixel_store, device, batch_size: int) -> torch.Tensor:
+    """Class logits [N, C] of every image, in eval mode, on the CPU."""
+    model.eval()
+    logits = [model(pixel_values=pixel_store.normalized(chunk).to(device)).logits.float().cpu()
+              for chunk in images.image_index.split(batch_size)]
+    return torch.cat(logits)
+
+
+def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settings: BaselineSettings, epoch: int,
+                    step: int, device) -> tuple[int, float]:
+    """One pass over the training images; returns the next optimizer step and the mean training loss."""
+    model.train()
+    total = 0.0
+    for batch in training_batches(train, settings.batch_size, settings.seed, epoch):
+        pixel_values = pixel_store.normalized(train.image_index[batch]).to(device)
+        loss = model(pixel_values=pixel_values, labels=train.labels[batch].to(device)).loss
+        loss.backward()
+        optimizer_step_with_warmup(optimizer, step, settings.warmup_steps)
+        optimizer.zero_grad()
+        total += float(loss.detach()) * len(batch)
+        step += 1
+    return step, total / len(train)
+
+
+def train_network(model, train: LabelledImages, validation: LabelledImages, pixel_store, settings: BaselineSettings,
+                  device) -> tuple[torch.nn.Module, dict]:
+    """Train `model` in place; returns it with the weights of its best validation epoch, and the training record
+    {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=settings.lr_patience)
+    best_loss, best_state, stale_epochs, step, epoch, history = math.inf, None, 0, 0, 0, []
+    while epoch < settings.num_epochs and stale_epochs < settings.early_stopping_patience:
+        step, train_loss = train_one_epoch(model, optimizer, train, pixel_store, settings, epoch, step, device)
+        logits = predict_logits(model, validation, pixel_store, device, settings.eval_batch_size)
+        loss = float(F.cross_entropy(logits, validation.labels))
+        scheduler.step(loss)
+        improved = loss < best_loss
+        if improved:
+            best_loss, best_state = loss, copy.deepcopy(model.state_dict())
+        stale_epochs = 0 if improved else stale_epochs + 1
+        epoch += 1
+        history.append({"epoch": epoch, "train_loss": train_loss, "validation_loss": loss,
+                        "lr": optimizer.param_groups[0]["lr"]})
+    if best_state is None:
+        raise ValueError(f"the validation loss was never finite in {epoch} epochs; lower the learning rate "
+                         f"(now {settings.learning_rate}) or raise warmup_steps (now {settings.warmup_steps})")
+    model.load_state_dict(best_state)
+    return model, {"epochs": epoch, "best_validation_loss": best_loss, "history": history}
+
+
+def classification_metrics(scores: torch.Tensor | np.ndarray, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Scores [N, C] -> the keys of `evaluation.evaluate_classification`: top1, top5, macro precision/recall/F1,
+    per_class {precision, recall, f1, support} and confusion_matrix."""
+    metrics = ZeroShotClassification().compute(
+        predictions=np.asarray(scores, dtype=np.float64).tolist(), references=labels.tolist(), label_names=class_names)
+    metrics.pop("label_names")
+    metrics["top1"], metrics["top5"] = metrics.pop("top1_accuracy"), metrics.pop("top5_accuracy")
+    return metrics

@@ -1,0 +1,166 @@
+"""One training run: a variant on a fold with the paper's schedule (Adam, plateau halving, early stopping).
+
+Read `train_one_run` top to bottom: model and optimiser, loaders, resume, then per epoch the training pass,
+the validation loss, `best/` and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from instruct_tuning.arguments import ScriptArguments
+from instruct_tuning.checkpoints import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
+from instruct_tuning.data import FoldData, ImageGroupedBatchSampler, QACollator, index_loader
+from instruct_tuning.factories import build_model
+
+LOSS_NAMES = ("loss", "loss_itc", "loss_itm", "loss_lm")
+
+
+def make_accelerator(args: ScriptArguments) -> Accelerator:
+    """The run's Accelerator: global batches split across processes, TensorBoard logs in `--output_dir`."""
+    return Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with="tensorboard",
+        project_dir=args.output_dir,
+    )
+
+
+def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
+    """`optimizer.step()` at the learning rate scaled by (step + 1) / warmup_steps during warm-up. The scheduler's own
+    rate is restored afterwards, so ReduceLROnPlateau keeps halving the paper's rate, not a warm-up one."""
+    scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate * scale
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+
+
+def validation_loss(model, loader, device) -> float:
+    """Mean loss over the whole validation set. Every process computes it on its own (the model does not gather
+    across processes in eval mode), so all of them take the same early-stopping decision."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            total += float(model(**batch).loss) * len(batch["input_ids"])
+            count += len(batch["input_ids"])
+    model.train()
+    return total / count
+
+
+@dataclass
+class RunContext:
+    """What the epochs of one run share."""
+
+    variant: str
+    fold: int
+    args: ScriptArguments
+    accelerator: Accelerator
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} fold {self.fold}"
+
+    @property
+    def log_prefix(self) -> str:
+        return f"{self.variant}/fold{self.fold}"
+
+
+def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
+    """(train loader, its collator, validation loader). Training batches depend only on (seed, fold, epoch)."""
+    sampler = ImageGroupedBatchSampler(data.train.image_index, args.batch_size, args.questions_per_image, args.seed + fold,
+                                       drop_last=True, groups_per_image=args.groups_per_image)
+    if len(sampler) == 0:
+        raise ValueError(f"fold {fold}: the training split has {len(data.train)} QA pairs, fewer than one batch of "
+                         f"{args.batch_size}; lower --batch_size or add data")
+    collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate, seed=args.seed + fold)
+    validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
+                                                  seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
+    validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate, seed=0)
+    return (index_loader(data.train, sampler, collator), collator,
+            index_loader(data.validation, validation_sampler, validation_collator))
+
+
+def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState) -> float:
+    """One pass over the training batches; returns the samples per second."""
+    accelerator, args = run.accelerator, run.args
+    model.train()
+    progress = tqdm(loader, desc=f"{run.label} epoch {state.epoch + 1}/{args.num_epochs}",
+                    disable=not accelerator.is_local_main_process, leave=False)
+    started, samples = time.perf_counter(), 0
+    for batch in progress:
+        with accelerator.accumulate(model):
+            answer_tokens = (batch["labels"] != -100).sum()
+            outputs = model(**batch, num_items_in_batch=accelerator.reduce(answer_tokens, "sum"))
+            accelerator.backward(outputs.loss)
+            optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps, args.warmup_steps)
+            optimizer.zero_grad()
+        samples += len(batch["input_ids"]) * accelerator.num_processes
+        state.global_step += 1
+        losses = {name: float(value.detach()) for name in LOSS_NAMES if (value := getattr(outputs, name, None)) is not None}
+        progress.set_postfix(loss=f"{losses['loss']:.3f}")
+        accelerator.log({f"{run.log_prefix}/train_{k}": v for k, v in losses.items()}, step=state.global_step)
+    return samples / (time.perf_counter() - started)
+
+
+def end_epoch(run: RunContext, model, optimizer, scheduler, validation_loader, state: TrainingState, throughput: float) -> None:
+    """Validation loss, learning-rate schedule, early-stopping count and `best/`, then a checkpoint."""
+    accelerator = run.accelerator
+    loss = validation_loss(accelerator.unwrap_model(model), validation_loader, accelerator.device)
+    scheduler.step(loss)
+    improved = loss < state.best_validation_loss
+    state.best_validation_loss = min(loss, state.best_validation_loss)
+    state.epochs_without_improvement = 0 if improved else state.epochs_without_improvement + 1
+    if improved and accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(run.run_dir / "best")
+    rate = optimizer.param_groups[0]["lr"]
+    state.history.append({"epoch": state.epoch + 1, "validation_loss": loss, "lr": rate, "train_samples_per_second": throughput})
+    accelerator.log({f"{run.log_prefix}/validation_loss": loss, f"{run.log_prefix}/lr": rate}, step=state.global_step)
+    accelerator.print(f"[{run.label}] epoch {state.epoch + 1}: validation loss {loss:.4f}"
+                      f"{' (best)' if improved else ''}, {throughput:.0f} samples/s")
+    state.epoch += 1
+    state.scheduler = scheduler.state_dict()
+    save_checkpoint(accelerator, run.run_dir, state)
+
+
+def train_one_run(run: RunContext, data: FoldData, processor):
+    """Train one variant on one fold; returns (the best model by validation loss, on the device, and the state)."""
+    args, accelerator = run.args, run.accelerator
+    set_seed(args.seed + run.fold)
+    model = build_model(run.variant, processor, args.overrides, args.init_from)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=args.lr_patience)
+    train_loader, collator, validation_loader = training_loaders(data, args, run.fold)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+
+    state = TrainingState()
+    checkpoint = latest_checkpoint(run.run_dir) if args.resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        scheduler.load_state_dict(state.scheduler)
+        accelerator.print(f"[{run.label}] resumed from {checkpoint} (epoch {state.epoch})")
+
+    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.early_stopping_patience:
+        # accelerate's loader re-sets its batch sampler's epoch from its own counter on every pass: set it there.
+        train_loader.set_epoch(state.epoch)
+        collator.set_epoch(state.epoch)
+        throughput = train_epoch(run, model, optimizer, train_loader, state)
+        end_epoch(run, model, optimizer, scheduler, validation_loader, state, throughput)
+
+    accelerator.wait_for_everyone()
+    best_model = type(accelerator.unwrap_model(model)).from_pretrained(run.run_dir / "best")
+    accelerator.free_memory()
+    return best_model.to(accelerator.device), state
