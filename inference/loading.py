@@ -90,14 +90,13 @@ def _check_pinned(source: ModelSource) -> None:
 
 def _model_type(source: ModelSource) -> str | None:
     location = os.path.expanduser(source.name_or_path)
+    fix = "give a folder saved by MVaEMa (config.json, model.safetensors, processor files) or a Hub id of one"
+    if source.is_local and not (Path(location) / "config.json").is_file():
+        raise ModelLoadError(f"--model {source.name_or_path}: this folder has no config.json; {fix}")
     try:
         config, _ = PreTrainedConfig.get_config_dict(location, revision=source.revision)
     except OSError as error:
-        where = "this folder has no readable config.json" if source.is_local else f"cannot fetch config.json ({error})"
-        raise ModelLoadError(
-            f"--model {source.name_or_path}: {where}; give a folder saved by MVaEMa (config.json, model.safetensors, "
-            "processor files) or a Hub id of one"
-        ) from error
+        raise ModelLoadError(f"--model {source.name_or_path}: cannot read its config.json ({error}); {fix}") from error
     return config.get("model_type")
 
 

@@ -38,7 +38,7 @@ def plant_shipped_code(folder: Path, marker: Path) -> None:
 
 def sixteen_bit_tiff(path: Path) -> Path:
     ramp = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 13 + 1000).astype(np.uint16)
-    Image.fromarray(ramp, mode="I;16").save(path)
+    Image.fromarray(ramp).save(path)
     assert Image.open(path).mode.startswith("I;16")
     return path
 
