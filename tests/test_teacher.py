@@ -20,8 +20,8 @@ from PIL import Image
 
 from dataset_builder import teacher
 from dataset_builder.question_families import QUESTION_FAMILIES, family_by_key
-from dataset_builder.teacher_cache import STATUS_OK, TeacherCache
-from dataset_builder.teacher_cli import EXIT_BUDGET, EXIT_FAILED, EXIT_FATAL, EXIT_OK, EXIT_PENDING, main
+from dataset_builder.teacher.cli import EXIT_BUDGET, EXIT_FAILED, EXIT_FATAL, EXIT_OK, EXIT_PENDING, main
+from dataset_builder.teacher_cache import STATUS_OK, TeacherCache, image_content_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "sk-test-DISTINCTIVE-7f3a9c51e2"
@@ -160,7 +160,7 @@ def test_kill_minus_nine_and_resume(tmp_path):
     concurrency = 2
     with OpenAITestServer(latency_s=0.15) as server:
         args = teacher_args("generate", server, images, cache, "--concurrency", str(concurrency), "--no-progress")
-        command = [sys.executable, "-m", "dataset_builder.teacher_cli", *args]
+        command = [sys.executable, "-m", "dataset_builder.teacher.cli", *args]
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while not cache.exists() or cache.read_text().count("\n") < 6:
@@ -213,9 +213,9 @@ def test_estimate_counts_tokens_and_cost(tmp_path, capsys):
     assert low_detail["image_tokens"] == 6 * 85 and low_detail["max_side"] == 512  # low detail sees 512 px at most
 
     cache = tmp_path / "cache.jsonl"
-    image_id = teacher.image_content_id(images / "Tips" / "a.jpg")
+    image_id = image_content_id(images / "Tips" / "a.jpg")
     job = teacher.TeacherJob(
-        teacher.Micrograph(images / "Tips" / "a.jpg", "Tips/a.jpg", "Tips", image_id), family_by_key("basics")
+        teacher.TeacherImage(images / "Tips" / "a.jpg", "Tips/a.jpg", "Tips", image_id), family_by_key("basics")
     )
     TeacherCache(cache).append(job.record(f"openai:{MODEL}", answers=["a", "b"]))
     assert estimate("--cache", str(cache))["requests"] == 5

@@ -6,9 +6,19 @@
     mvaema-teacher batch-status --batch-dir teacher_batches
     mvaema-teacher batch-collect --batch-dir teacher_batches --wait
 
-The API key is read from $OPENAI_API_KEY only. Exit codes: 0 done, 1 some requests failed (rerun to
-retry them), 2 bad arguments or configuration, 3 stopped by --max-usd, 4 the teacher refused to work
-(bad key, unknown model, no quota), 5 batches still running, 130 interrupted.
+Keys come from the environment only: OpenAI gets $OPENAI_API_KEY; any other server gets
+$MVAEMA_TEACHER_API_KEY, else $OPENAI_API_KEY. A key is sent only over HTTPS or to this machine
+(--allow-insecure-key to send it over plain HTTP). URLs are stored without credentials.
+
+--max-usd caps the total a cache has cost, across runs and processes: every paid request is written
+to the spend ledger beside the cache (CACHE.spend.jsonl). One process at a time works on a cache or a
+batch folder (CACHE.lock, BATCH_DIR/batch-folder.lock); generate leaves out requests pending in
+uncollected batches (of --batch-dir, else of the batch folders beside the cache).
+
+Exit codes: 0 done, 1 some requests failed (rerun to retry them), 2 bad arguments or configuration,
+3 stopped by --max-usd, 4 the teacher refused to work (bad key, unknown model, no quota), 5 batches
+still running, 6 the cache or batch folder is in use by another process, 130 interrupted (Ctrl-C once:
+the answers in flight are saved; twice: the run stops at once).
 """
 
 from __future__ import annotations
@@ -16,15 +26,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import openai
 
-from . import teacher
-from .question_families import QUESTION_FAMILIES, QuestionFamily, TeacherGenerationSettings, family_by_key
-from .teacher_cache import TeacherCache
+from ..images import SkippedImage
+from ..question_families import QUESTION_FAMILIES, QuestionFamily, TeacherGenerationSettings, family_by_key
+from ..teacher_cache import TeacherCache, TeacherRecord
+from .batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BatchState, batch_collect, batch_status, batch_submit
+from .credentials import make_client, public_url, redact_api_key
+from .jobs import completed_keys
+from .locks import ResourceBusy
+from .online import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPTED, OnlineTeacher, RunAbandoned, generate
+from .pricing import PRICES_AS_OF, ModelPrice, estimate, resolve_price
+from .protocol import DEFAULT_MAX_SIDE, DEFAULT_MODEL, LOW_DETAIL_MAX_SIDE, TeacherSettings, resolve_base_url
+from .retry import FatalTeacherError, RetryAfterTooLong, RetryPolicy, describe_error
+from .spend import SpendLedger, SpendTracker
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,6 +52,7 @@ EXIT_CONFIG = 2
 EXIT_BUDGET = 3
 EXIT_FATAL = 4
 EXIT_PENDING = 5
+EXIT_BUSY = 6
 EXIT_INTERRUPTED = 130
 SHOWN_PROBLEMS = 20  # failed records and skipped images listed in full; the rest are counted
 
@@ -46,12 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         _error(str(error))
         return EXIT_CONFIG
-    except teacher.FatalTeacherError as error:
+    except ResourceBusy as error:
+        _error(str(error))
+        return EXIT_BUSY
+    except RetryAfterTooLong as error:
+        _error(str(error))
+        return EXIT_FAILED
+    except FatalTeacherError as error:
         _error(f"the teacher refused to work: {error}")
         return EXIT_FATAL
     except openai.OpenAIError as error:
-        _error(teacher.describe_error(error))
+        _error(describe_error(error))
         return EXIT_FATAL
+    except RunAbandoned as error:
+        _error(f"{error}; rerun the same command to continue")
+        _exit_now(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         _error("interrupted; rerun the same command to continue")
         return EXIT_INTERRUPTED
@@ -78,7 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", parents=[images, model, network], help="ask the teacher online, resumably"
     )
     command.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
-    command.add_argument("--max-usd", type=float, help="stop before the spend could exceed this many dollars")
+    command.add_argument(
+        "--max-usd",
+        type=float,
+        help="stop before the cache's total spend (this run plus every earlier run and process on the same cache, "
+        "from its ledger CACHE.spend.jsonl) could exceed this many dollars",
+    )
+    command.add_argument(
+        "--batch-dir",
+        action="append",
+        help="leave out requests pending in this batch folder's uncollected batches (repeatable; "
+        "default: the batch folders beside the cache that write to it)",
+    )
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.set_defaults(run=run_generate)
 
@@ -86,33 +127,46 @@ def build_parser() -> argparse.ArgumentParser:
         "batch-submit", parents=[images, model, network], help="send pending requests to the Batch API (50%% price)"
     )
     command.add_argument("--batch-dir", required=True, help="folder for the request files and the resumable state")
-    command.add_argument("--max-usd", type=float, help="submit no more than this worst-case cost (at batch prices)")
+    command.add_argument(
+        "--max-usd",
+        type=float,
+        help="keep the cache's total (its spend ledger, plus the worst case of uncollected batches and of this "
+        "submission, at batch prices) within this many dollars",
+    )
     command.add_argument(
         "--max-requests-per-batch",
         type=int,
-        default=teacher.BATCH_MAX_REQUESTS,
+        default=BATCH_MAX_REQUESTS,
         help="split into batches of at most this many requests (default: 50,000, OpenAI's limit; "
         "smaller batches stay under a tier's enqueued-token limit)",
     )
     command.add_argument(
         "--max-batch-mb",
         type=float,
-        default=teacher.BATCH_MAX_BYTES / 1e6,
+        default=BATCH_MAX_BYTES / 1e6,
         help="input file size limit (default: 200)",
     )
     command.set_defaults(run=run_batch_submit)
 
     command = commands.add_parser("batch-status", parents=[network], help="show how the submitted batches are doing")
     command.add_argument("--batch-dir", required=True)
+    command.add_argument("--base-url", help=BATCH_BASE_URL_HELP)
     command.set_defaults(run=run_batch_status)
 
     command = commands.add_parser("batch-collect", parents=[network], help="write finished batch results to the cache")
     command.add_argument("--batch-dir", required=True)
     command.add_argument("--cache", help="the cache to write (default: the one given to batch-submit)")
+    command.add_argument("--base-url", help=BATCH_BASE_URL_HELP)
     command.add_argument("--wait", action="store_true", help="poll until every batch has finished")
     command.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls (default: 60)")
     command.set_defaults(run=run_batch_collect)
     return parser
+
+
+BATCH_BASE_URL_HELP = (
+    "the server the batches were submitted to, when its URL carries credentials (user:password@ or a token "
+    "parameter) that the batch folder does not store (default: the URL stored there)"
+)
 
 
 def _images_options() -> argparse.ArgumentParser:
@@ -134,7 +188,7 @@ def _model_options() -> argparse.ArgumentParser:
     defaults = TeacherGenerationSettings()
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
-        "--model", default=teacher.DEFAULT_MODEL, help=f"teacher model (default: {teacher.DEFAULT_MODEL})"
+        "--model", default=DEFAULT_MODEL, help=f"teacher model (default: {DEFAULT_MODEL})"
     )
     options.add_argument(
         "--base-url",
@@ -146,8 +200,8 @@ def _model_options() -> argparse.ArgumentParser:
     options.add_argument(
         "--max-side",
         type=int,
-        help=f"shrink images to this longer side in px (default: {teacher.DEFAULT_MAX_SIDE}, "
-        f"{teacher.LOW_DETAIL_MAX_SIDE} with --detail low)",
+        help=f"shrink images to this longer side in px (default: {DEFAULT_MAX_SIDE}, "
+        f"{LOW_DETAIL_MAX_SIDE} with --detail low)",
     )
     paper = f"(default: {defaults.max_output_tokens}, {defaults.temperature}, {defaults.top_p}: the paper's)"
     options.add_argument(
@@ -165,7 +219,7 @@ def _model_options() -> argparse.ArgumentParser:
 
 
 def _network_options() -> argparse.ArgumentParser:
-    defaults = teacher.RetryPolicy()
+    defaults = RetryPolicy()
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--timeout", type=float, default=180.0, help="seconds per request (default: 180)")
     options.add_argument(
@@ -175,6 +229,12 @@ def _network_options() -> argparse.ArgumentParser:
         "--backoff-base", type=float, default=defaults.backoff_base_s, help="first retry wait in s (doubles)"
     )
     options.add_argument("--backoff-max", type=float, default=defaults.backoff_max_s, help="longest retry wait in s")
+    options.add_argument(
+        "--allow-insecure-key",
+        action="store_true",
+        help="send the API key over plain HTTP to another machine (by default a key goes only over HTTPS or to "
+        "this machine)",
+    )
     return options
 
 
@@ -185,22 +245,22 @@ def _families(text: str) -> tuple[QuestionFamily, ...]:
         raise argparse.ArgumentTypeError(error.args[0]) from None
 
 
-def _settings(args: argparse.Namespace) -> teacher.TeacherSettings:
-    return teacher.TeacherSettings(
+def _settings(args: argparse.Namespace) -> TeacherSettings:
+    return TeacherSettings(
         model=args.model,
-        base_url=teacher.resolve_base_url(args.base_url),
+        base_url=resolve_base_url(args.base_url),
         detail=args.detail,
-        max_side=args.max_side or (teacher.LOW_DETAIL_MAX_SIDE if args.detail == "low" else teacher.DEFAULT_MAX_SIDE),
+        max_side=args.max_side or (LOW_DETAIL_MAX_SIDE if args.detail == "low" else DEFAULT_MAX_SIDE),
         generation=TeacherGenerationSettings(args.temperature, args.top_p, args.max_output_tokens),
     )
 
 
-def _price(args: argparse.Namespace) -> teacher.ModelPrice:
-    return teacher.resolve_price(args.model, args.input_usd_per_1m, args.output_usd_per_1m)
+def _price(args: argparse.Namespace) -> ModelPrice:
+    return resolve_price(args.model, args.input_usd_per_1m, args.output_usd_per_1m)
 
 
-def _retry(args: argparse.Namespace) -> teacher.RetryPolicy:
-    return teacher.RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_max)
+def _retry(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_max)
 
 
 def _require_cache(args: argparse.Namespace) -> str:
@@ -216,8 +276,8 @@ def _require_cache(args: argparse.Namespace) -> str:
 
 def run_estimate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    done = teacher.completed_keys(TeacherCache(args.cache)) if args.cache else set()
-    result = teacher.estimate(args.images, settings, _price(args), args.families, done, args.expected_answer_tokens)
+    done = completed_keys(TeacherCache(args.cache)) if args.cache else set()
+    result = estimate(args.images, settings, _price(args), args.families, done, args.expected_answer_tokens)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
         return EXIT_OK
@@ -229,7 +289,7 @@ def run_estimate(args: argparse.Namespace) -> int:
         "input tokens": f"{result.input_tokens:,} = {result.image_tokens:,} image + ~{result.text_tokens:,} text",
         "output tokens": f"~{result.expected_output_tokens:,} expected, {result.max_output_tokens:,} if all are used",
         "prices": f"${price.input_usd_per_1m:g} in / ${price.output_usd_per_1m:g} out per 1M tokens "
-        f"(list prices as of {teacher.PRICES_AS_OF} unless given)",
+        f"(list prices as of {PRICES_AS_OF} unless given)",
         "cost online": f"~${cost():,.2f} expected, ~${cost(worst_case=True):,.2f} if all output tokens are used",
         "cost Batch API": f"~${cost(batch=True):,.2f} expected, ~${cost(worst_case=True, batch=True):,.2f} likewise",
     }
@@ -241,33 +301,33 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     settings, price = _settings(args), _price(args)
-    online = teacher.OnlineTeacher(
-        teacher.make_client(settings.base_url, args.timeout),
+    cache = _require_cache(args)
+    online = OnlineTeacher(
+        make_client(settings.base_url, args.timeout, allow_insecure_key=args.allow_insecure_key),
         settings,
         price,
         _retry(args),
-        teacher.SpendTracker(args.max_usd),
+        SpendTracker(args.max_usd, SpendLedger.beside(cache)),
     )
-    report = teacher.generate(
-        args.images, _require_cache(args), online, args.families, args.concurrency, progress=not args.no_progress
+    report = generate(
+        args.images, cache, online, args.families, args.concurrency, not args.no_progress, args.batch_dir
     )
     print(
         f"teacher {settings.teacher_id}: {report.answered:,} answered, {len(report.failed):,} failed, "
         f"{report.cached:,} already cached, {report.not_started:,} not started"
     )
-    spent = f"spent ${report.spent_usd:.4f} (from the usage the server reported)"
-    if report.unconfirmed_usd:
-        spent += f" + up to ${report.unconfirmed_usd:.4f} for requests that got no reply (they may have been billed)"
-    print(spent)
+    if report.in_batches:
+        print(f"{report.in_batches:,} requests left out: pending in uncollected batches (run batch-collect)")
+    _print_spend(report)
     _print_failed(report.failed)
     _print_skipped(report.skipped_images)
-    if report.stopped == teacher.STOP_FATAL:
+    if report.stopped == STOP_FATAL:
         _error(f"the teacher refused to work: {report.fatal_error}")
         return EXIT_FATAL
-    if report.stopped == teacher.STOP_BUDGET:
+    if report.stopped == STOP_BUDGET:
         print(f"stopped before exceeding --max-usd {args.max_usd}; rerun with a larger budget to continue")
         return EXIT_BUDGET
-    if report.stopped == teacher.STOP_INTERRUPTED:
+    if report.stopped == STOP_INTERRUPTED:
         print("interrupted; rerun the same command to continue")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if report.failed else EXIT_OK
@@ -275,8 +335,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_batch_submit(args: argparse.Namespace) -> int:
     settings, price = _settings(args), _price(args)
-    report = teacher.batch_submit(
-        teacher.make_client(settings.base_url, args.timeout),
+    report = batch_submit(
+        make_client(settings.base_url, args.timeout, allow_insecure_key=args.allow_insecure_key),
         args.batch_dir,
         args.images,
         _require_cache(args),
@@ -302,16 +362,34 @@ def run_batch_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_spend(report) -> None:
+    spent = f"spent ${report.spent_usd:.4f} (from the usage the server reported)"
+    if report.unconfirmed_usd:
+        spent += (
+            f" + up to ${report.unconfirmed_usd:.4f} for requests whose cost the server did not report "
+            "(no reply, or a reply without usage; counted at their worst case)"
+        )
+    print(spent)
+    if report.earlier_usd:
+        print(f"the cache's ledger held ${report.earlier_usd:.4f} from earlier runs")
+
+
 def _batch_client(args: argparse.Namespace) -> openai.OpenAI:
-    """A client for the server the batches were submitted to (recorded in the state file)."""
-    state = teacher.BatchState.load(Path(args.batch_dir))
+    """A client for the server the batches were submitted to (recorded, without credentials, in the state file)."""
+    state = BatchState.load(Path(args.batch_dir))
     if state is None:
         raise FileNotFoundError(f"{args.batch_dir}: no batch state; run `mvaema-teacher batch-submit` first")
-    return teacher.make_client(state.base_url, args.timeout)
+    base_url = args.base_url or state.base_url
+    if public_url(base_url) != public_url(state.base_url):
+        raise ValueError(
+            f"--base-url {public_url(base_url)} is not the server the batches of {args.batch_dir} were submitted to "
+            f"({state.base_url}); pass that server's URL"
+        )
+    return make_client(base_url, args.timeout, allow_insecure_key=args.allow_insecure_key)
 
 
 def run_batch_status(args: argparse.Namespace) -> int:
-    state = teacher.batch_status(_batch_client(args), args.batch_dir, _retry(args))
+    state = batch_status(_batch_client(args), args.batch_dir, _retry(args))
     for part in state.parts:
         counts = part.request_counts
         progress = f"{counts.get('completed', 0):,} done, {counts.get('failed', 0):,} failed of {part.requests:,}"
@@ -325,7 +403,7 @@ def run_batch_status(args: argparse.Namespace) -> int:
 
 
 def run_batch_collect(args: argparse.Namespace) -> int:
-    report = teacher.batch_collect(
+    report = batch_collect(
         _batch_client(args),
         args.batch_dir,
         args.cache,
@@ -343,7 +421,7 @@ def run_batch_collect(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def _print_failed(failed: Sequence[teacher.TeacherRecord]) -> None:
+def _print_failed(failed: Sequence[TeacherRecord]) -> None:
     if failed:
         print(f"failed (a rerun retries them): {len(failed):,}")
     for record in failed[:SHOWN_PROBLEMS]:
@@ -352,7 +430,7 @@ def _print_failed(failed: Sequence[teacher.TeacherRecord]) -> None:
         print(f"  ... and {len(failed) - SHOWN_PROBLEMS:,} more (status 'failed' in the cache)")
 
 
-def _print_skipped(skipped: Sequence[teacher.SkippedImage]) -> None:
+def _print_skipped(skipped: Sequence[SkippedImage]) -> None:
     if skipped:
         print(f"skipped images: {len(skipped):,}")
     for image in skipped[:SHOWN_PROBLEMS]:
@@ -361,8 +439,16 @@ def _print_skipped(skipped: Sequence[teacher.SkippedImage]) -> None:
         print(f"  ... and {len(skipped) - SHOWN_PROBLEMS:,} more")
 
 
+def _exit_now(code: int) -> None:
+    """End the process without waiting for worker threads still inside a request (each appended answer is
+    already fsynced); a normal exit would wait for them, which a second Ctrl-C must not."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _error(message: str) -> None:
-    print(f"mvaema-teacher: error: {teacher.redact_api_key(message)}", file=sys.stderr)
+    print(f"mvaema-teacher: error: {redact_api_key(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
