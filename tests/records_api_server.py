@@ -66,8 +66,11 @@ class RecordsAPIServer:
     def record_json(self) -> dict:
         base = self.api_url
         if self.shape == "b2share2":
-            files = [{"key": key, "size": len(data), "checksum": self.checksums[key], "bucket": "bucket-1",
-                      "ePIC_PID": f"http://hdl.handle.net/0/{key}", "version_id": "v1"} for key, data in self.files.items()]
+            files = [
+                {"key": key, "size": len(data), "checksum": self.checksums[key], "bucket": "bucket-1",
+                 "ePIC_PID": f"http://hdl.handle.net/0/{key}", "version_id": "v1"}
+                for key, data in self.files.items()
+            ]
             return {"id": self.record_id, "files": files, "links": {"files": f"{base}/files/bucket-1"}}
         entries = {key: {"key": key, "size": len(data), "checksum": self.checksums[key],
                          "links": {"content": f"{base}/records/{self.record_id}/files/{key}/content"}}

@@ -168,15 +168,19 @@ def test_wrong_checksum_stops_removes_the_file_and_keeps_finished_work(tmp_path)
     assert image_names(out) == {key: value for key, value in EXPECTED_LAYOUT.items() if key != "Tips"}
 
 
+def with_link(name: str, kind: bytes, target: str) -> bytes:
+    return tar_bytes({"Biological/ok.jpg": tiny_jpeg(1)}, {name: (kind, target)})
+
+
 @pytest.mark.parametrize(
     "archive, member",
     [
         (tar_bytes({"Biological/ok.jpg": b"x", "../evil.jpg": b"x"}), "../evil.jpg"),
         (tar_bytes({"Biological/ok.jpg": b"x", "/tmp/evil.jpg": b"x"}), "/tmp/evil.jpg"),
-        (tar_bytes({"Biological/ok.jpg": b"x"}, {"Biological/out": (tarfile.SYMTYPE, "../../outside")}), "Biological/out"),
-        (tar_bytes({"Biological/ok.jpg": b"x"}, {"Biological/abs": (tarfile.SYMTYPE, "/etc/passwd")}), "Biological/abs"),
-        (tar_bytes({"Biological/ok.jpg": b"x"}, {"Biological/hard": (tarfile.LNKTYPE, "../outside")}), "Biological/hard"),
-        (tar_bytes({"Biological/ok.jpg": b"x"}, {"Biological/dev": (tarfile.CHRTYPE, "")}), "Biological/dev"),
+        (with_link("Biological/out", tarfile.SYMTYPE, "../../outside"), "Biological/out"),
+        (with_link("Biological/abs", tarfile.SYMTYPE, "/etc/passwd"), "Biological/abs"),
+        (with_link("Biological/hard", tarfile.LNKTYPE, "../outside"), "Biological/hard"),
+        (with_link("Biological/dev", tarfile.CHRTYPE, ""), "Biological/dev"),
         (zip_bytes({"Biological/ok.jpg": b"x", "Biological/../../evil.jpg": b"x"}), "Biological/../../evil.jpg"),
     ],
 )
@@ -190,6 +194,21 @@ def test_malicious_archive_is_refused_naming_the_member(tmp_path, archive, membe
     assert not (out / "Biological").exists()
     assert [path.name for path in tmp_path.rglob("*evil*")] == []
     assert (out / ".fetch-sem" / "downloads" / name).is_file()
+
+
+def test_link_inside_the_category_folder_is_kept(tmp_path):
+    archive = with_link("Biological/alias.jpg", tarfile.SYMTYPE, "ok.jpg")
+    with RecordsAPIServer(RECORD, {"Biological.tar": archive}) as server:
+        fetch(server, tmp_path / "SEM")
+    alias = tmp_path / "SEM" / "Biological" / "alias.jpg"
+    assert alias.is_symlink() and alias.read_bytes() == (tmp_path / "SEM" / "Biological" / "ok.jpg").read_bytes()
+
+
+def test_unreadable_archive_with_a_matching_checksum_is_named(tmp_path):
+    with RecordsAPIServer(RECORD, {"Biological.tar": b"not a tar archive"}) as server:
+        with pytest.raises(FetchError, match="Biological.tar: matches the record's checksum but cannot be unpacked"):
+            fetch(server, tmp_path / "SEM")
+    assert not (tmp_path / "SEM" / "Biological").exists()
 
 
 def test_unknown_category_folder_is_named(tmp_path):

@@ -48,7 +48,9 @@ def category_for(folder_name: str, archive_name: str) -> str:
 
 
 def _refuse(archive_name: str, member: str, why: str) -> FetchError:
-    return FetchError(f"{archive_name}: member {member!r} {why}; refusing to extract this archive (nothing was written)")
+    return FetchError(
+        f"{archive_name}: member {member!r} {why}; refusing to extract this archive (nothing was written)"
+    )
 
 
 def _check_path(archive_name: str, member: str) -> None:
@@ -102,7 +104,10 @@ def extract_checked(archive_path: Path, target: Path) -> None:
             check_tar_members(archive, name)
             archive.extractall(target, filter="data")
     except tarfile.TarError as error:
-        raise FetchError(f"{archive_path}: cannot be unpacked ({error}); delete it and run the command again") from error
+        raise FetchError(
+            f"{archive_path}: matches the record's checksum but cannot be unpacked ({error}); "
+            "the record's copy is not a readable tar or zip archive"
+        ) from error
 
 
 def _category_folders(staging: Path, archive_name: str, stem: str) -> dict[str, Path]:

@@ -85,7 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "archive's checksum and unpack it into OUT/<Category>/. Safe to rerun: finished work is kept.",
     )
     parser.add_argument("--out", type=Path, default=Path("data/SEM"), help="output folder (default: data/SEM)")
-    parser.add_argument("--api-url", default=DEFAULT_API_URL, help=f"records API base address (default: {DEFAULT_API_URL})")
+    parser.add_argument(
+        "--api-url",
+        default=DEFAULT_API_URL,
+        help=f"records API base address, e.g. a mirror's (default: {DEFAULT_API_URL})",
+    )
     parser.add_argument("--record", default=SEM_RECORD_ID, help=f"record id (default: {SEM_RECORD_ID})")
     parser.add_argument(
         "--remove-archives", action="store_true", help="delete each archive once unpacked (saves about half the disk)"

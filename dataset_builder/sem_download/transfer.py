@@ -83,7 +83,8 @@ def _download_resuming(
         except BROKEN_TRANSFER_ERRORS as error:
             received = part.stat().st_size if part.exists() else 0
             logger.warning(
-                "%s: transfer broke after %d bytes (%s); resuming, attempt %d of %d", file.key, received, error, attempt, attempts
+                "%s: transfer broke after %d bytes (%s); resuming, attempt %d of %d",
+                file.key, received, error, attempt, attempts,
             )
             last_error = error
             time.sleep(backoff_s * 2 ** (attempt - 1))
@@ -91,6 +92,10 @@ def _download_resuming(
         f"{file.key}: download still failing after {attempts} attempts ({last_error}); "
         f"run the command again to resume from {part}"
     )
+
+
+def _range_starts_at(response: requests.Response, offset: int) -> bool:
+    return response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
 
 
 def _stream_into(session: requests.Session, file: RecordFile, part: Path, offset: int, timeout: float) -> None:
@@ -101,7 +106,7 @@ def _stream_into(session: requests.Session, file: RecordFile, part: Path, offset
     with session.get(file.url, headers=headers, stream=True, timeout=timeout) as response:
         if response.status_code == 200:
             offset = 0  # the server sent the whole file: start the part file over
-        elif response.status_code != 206 or not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+        elif response.status_code != 206 or not _range_starts_at(response, offset):
             raise FetchError(
                 f"{file.key}: {file.url} answered HTTP {response.status_code} "
                 f"(Content-Range {response.headers.get('Content-Range')!r}) to a request for bytes {offset}-; "
