@@ -1,4 +1,4 @@
-# Sourced by the scripts beside it, on the device machine, from the repository root: the log of the run in
+# Sourced by the scripts beside it, on the GPU machine, from the repository root: the log of the run in
 # $OUT/run.log, the carried wheels (.whl/, see fetch_wheels.sh) installed into a temporary site folder, the offline
 # environment, and the card, the driver and the versions at the top of the log.
 set -uo pipefail

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Download into .whl/ (repository root, git-ignored) the Python packages that benchmarks/gpu/run_on_device.sh installs
-# on the lent GPU machine. Its image has torch, numpy, pillow, scikit-learn, scipy, pandas, pyarrow, accelerate and
-# safetensors, but transformers 5.17 and huggingface_hub 1.x; the benchmarks need the versions this project pins
-# (transformers 5.24, huggingface_hub 2.4) and datasets, ImageHash and their dependencies. The machine reaches no
-# registry, so the wheels travel with the working tree (`carry: [".whl"]`, about 25 MB of the 64 MB allowed).
+# Download into .whl/ (repository root, git-ignored) the Python packages that run_on_device.sh and
+# profile_on_device.sh install on a GPU machine without registry access. Such a machine's image typically has torch,
+# numpy, pillow, scikit-learn, scipy, pandas, pyarrow, accelerate and safetensors; the benchmarks also need the
+# versions this project pins (transformers 5.24, huggingface_hub 2.4), datasets, ImageHash and their dependencies.
+# Copy .whl/ (about 25 MB) with the repository to the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .gitignore 2>/dev/null || grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The second GPU call: where a large-batch training step spends its GPU time, which fast paths pay there, and
-# torch.compile at the largest batch. Run after run_on_device.sh, on the device machine, from the repository root:
+# Where a large-batch training step spends its GPU time, which fast paths pay there, and torch.compile at the
+# largest batch. Run from the repository root on the GPU machine, like run_on_device.sh:
 #
-#   device: run(command="bash benchmarks/gpu/profile_on_device.sh", carry=[".whl"], timeout_s=320)   # 262 s on an H200
+#   OUT=results/gpu bash benchmarks/gpu/profile_on_device.sh    # 262 s on an H200
 #
 # Results land in $OUT: profile.json (eager: batch 8192 bf16, top kernels at 48 and 8192, fast paths at 4096 bf16),
 # compile.json (compiled, batch 8192 bf16) and run.log.

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Every benchmark on one lent GPU, sized to end within 6 minutes (two stages, each under `timeout`, so the first
-# stage's results survive when the second runs long). Run from the repository root, on the device machine:
+# Every benchmark on one CUDA GPU, sized to end within 6 minutes: two stages, each under `timeout`, so the first
+# stage's results survive when the second runs long. Run from the repository root on the GPU machine, with the
+# wheels of fetch_wheels.sh in .whl/ (see benchmarks/README.md, "On a GPU"):
 #
-#   here:   benchmarks/gpu/fetch_wheels.sh                       # once: the wheels the machine lacks, into .whl/
-#   device: run(command="bash benchmarks/gpu/run_on_device.sh", carry=[".whl"], timeout_s=420)   # 342 s on an H200
+#   OUT=results/gpu bash benchmarks/gpu/run_on_device.sh        # 342 s on an H200
 #
-# Results land in $OUT (the device tool brings back at most 8 files): training.json, generation.json,
-# data_pipeline.json, projection.json, summary.json (stage 1: eager, fp32 and bf16), compile.json (stage 2:
-# torch.compile, bf16) and run.log (versions, nvidia-smi, every table printed).
+# Results land in $OUT: training.json, generation.json, data_pipeline.json, projection.json, summary.json
+# (stage 1: eager, fp32 and bf16), compile.json (stage 2: torch.compile, bf16) and run.log (versions, nvidia-smi,
+# every table printed).
 source "$(dirname "$0")/device_env.sh"
 
 echo "== stage 1: eager fp32 + bf16: training sweep, fast paths, memory; generation; data pipeline"
