@@ -1,0 +1,172 @@
+"""Table 2 baselines: each trains on a fold's distinct images, learns an easy toy task, reports MVaEMa's metric keys
+and reproduces its numbers with the same seed; the --baselines parser names what it rejects."""
+
+import numpy as np
+import pytest
+import torch
+
+from instruct_tuning.baselines import (
+    BASELINES,
+    BaselineSettings,
+    network_parameter_counts,
+    parse_baselines,
+    train_and_evaluate_baseline,
+)
+from instruct_tuning.baselines.features import class_probabilities, fit_logistic_regression
+from instruct_tuning.baselines.models import trainable_parameters, vit_classifier
+from instruct_tuning.baselines.training import LabelledImages
+from instruct_tuning.data import PixelStore, QATable
+from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
+from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
+
+CLASS_NAMES = ["Horizontal stripes", "Vertical stripes"]
+IMAGE_SIZE = 32
+METRIC_KEYS = {"top1", "top5", "macro_precision", "macro_recall", "macro_f1", "per_class", "confusion_matrix"}
+TINY_VISION = MVaEMaVisionConfig(image_size=IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=2)
+
+
+def stripes(vertical: bool, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [3, 32, 32] grey stripes of random period and phase, with noise."""
+    period, phase = rng.choice([4, 6, 8]), rng.uniform(0, 2 * np.pi)
+    wave = np.sign(np.sin(2 * np.pi * np.arange(IMAGE_SIZE) / period + phase))
+    image = np.tile(wave, (IMAGE_SIZE, 1)) if vertical else np.tile(wave[:, None], (1, IMAGE_SIZE))
+    grey = np.clip(128 + 90 * image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    return np.repeat(grey[None], 3, axis=0)
+
+
+def qa_table(image_index: list[int], categories: list[int]) -> QATable:
+    """A split table with two QA pairs per image (a baseline must count each image once)."""
+    image_index = torch.tensor(image_index).repeat_interleave(2)
+    count = len(image_index)
+    tokens = torch.zeros(count, 4, dtype=torch.long)
+    return QATable(image_index=image_index, prompt_ids=tokens, prompt_mask=tokens, prompt_ids_no_caption=tokens,
+                   prompt_mask_no_caption=tokens, labels=tokens, category=torch.tensor(categories).repeat_interleave(2))
+
+
+@pytest.fixture(scope="module")
+def toy_fold():
+    """40 training, 12 validation and 16 test images of two classes, alternating."""
+    rng = np.random.default_rng(0)
+    labels = [index % 2 for index in range(68)]
+    pixels = torch.from_numpy(np.stack([stripes(bool(label), rng) for label in labels]))
+    store = PixelStore(pixels, [f"image-{index}" for index in range(len(labels))])
+    splits = [range(0, 40), range(40, 52), range(52, 68)]
+    return [qa_table(list(rows), [labels[row] for row in rows]) for rows in splits] + [store]
+
+
+def tiny_settings(**overrides) -> BaselineSettings:
+    values = dict(learning_rate=1e-3, warmup_steps=0, batch_size=8, num_epochs=2, seed=0, vision_config=TINY_VISION)
+    return BaselineSettings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def results(toy_fold):
+    train, validation, test, store = toy_fold
+    return {name: train_and_evaluate_baseline(name, train, validation, test, store, CLASS_NAMES, tiny_settings())
+            for name in BASELINES}
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baseline_beats_chance_and_reports_mvaema_metric_keys(results, name):
+    result = results[name]
+    classification = result["classification"]
+    assert set(classification) == METRIC_KEYS
+    assert classification["top1"] >= 0.75, f"{name}: top-1 {classification['top1']} on a separable toy set"
+    assert classification["top5"] == 1.0  # two classes
+    assert set(classification["per_class"]) == set(CLASS_NAMES)
+    assert sum(c["support"] for c in classification["per_class"].values()) == 16  # test images, not QA pairs
+    assert result["classification_method"] == "supervised"
+    assert result["parameters"] > 0
+
+
+@pytest.mark.parametrize("name", ["vit", "resnet", "swin"])
+def test_network_keeps_the_epoch_with_the_lowest_validation_loss(results, name):
+    training = results[name]["training"]
+    assert training["epochs"] == 2 and [h["epoch"] for h in training["history"]] == [1, 2]
+    assert training["best_validation_loss"] == min(h["validation_loss"] for h in training["history"])
+
+
+def test_features_baseline_picks_regularisation_by_validation_loss(results):
+    training = results["features"]["training"]
+    assert [h["C"] for h in training["history"]] == [0.01, 0.1, 1.0, 10.0]
+    assert training["best_validation_loss"] == min(h["validation_loss"] for h in training["history"])
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_same_seed_gives_the_same_numbers(toy_fold, results, name):
+    train, validation, test, store = toy_fold
+    again = train_and_evaluate_baseline(name, train, validation, test, store, CLASS_NAMES, tiny_settings())
+    assert again == results[name]
+
+
+def test_training_images_are_the_distinct_images_of_a_table():
+    images = LabelledImages.from_table(qa_table([5, 2, 9], [1, 0, 1]))
+    assert images.image_index.tolist() == [2, 5, 9] and images.labels.tolist() == [0, 1, 1]
+
+
+def test_vit_is_mvaema_vision_tower_plus_a_linear_head():
+    config = MVaEMaConfig()
+    vision_tower = trainable_parameters(MVaEMaForQuestionAnswering(config).get_encoder("image"))
+    vit = vit_classifier(config.vision_config, CLASS_NAMES)
+    assert trainable_parameters(vit) == vision_tower + (config.vision_config.hidden_size + 1) * len(CLASS_NAMES)
+    assert (vit.config.patch_size, vit.config.num_hidden_layers, vit.config.num_attention_heads) == (32, 6, 4)
+    assert (vit.config.initializer_range, vit.config.hidden_dropout_prob) == (0.1, 0.0)
+
+
+def test_networks_are_at_most_mvaema_size():
+    model = MVaEMaForQuestionAnswering(MVaEMaConfig())
+    counts = network_parameter_counts([f"class {i}" for i in range(10)], BaselineSettings())
+    assert set(counts) == {"vit", "resnet", "swin"}
+    assert all(count <= trainable_parameters(model) for count in counts.values()), counts
+
+
+def test_features_give_an_unseen_class_zero_probability():
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(20, 3)), np.array([0, 2] * 10)
+    features[labels == 2] += 3
+    model, _ = fit_logistic_regression(features, labels, features, labels, num_classes=3)
+    probabilities = class_probabilities(model, features, num_classes=3)
+    assert probabilities.shape == (20, 3) and (probabilities[:, 1] == 0).all()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0)
+
+
+def test_parse_baselines():
+    assert parse_baselines("all") == ["vit", "resnet", "swin", "features"]
+    assert parse_baselines("none") == []
+    assert parse_baselines(" swin, vit,swin ") == ["swin", "vit"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("vit,convnext", "unknown baseline 'convnext'"),
+    ("", "give a comma-separated list of vit, resnet, swin, features"),
+    ("all,vit", "'all' and 'none' stand alone"),
+])
+def test_parse_baselines_names_what_it_rejects(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_baselines(text)
+
+
+def test_unknown_baseline_name_is_rejected(toy_fold):
+    train, validation, test, store = toy_fold
+    with pytest.raises(ValueError, match="unknown baseline 'cnn'; choose one of vit, resnet, swin, features"):
+        train_and_evaluate_baseline("cnn", train, validation, test, store, CLASS_NAMES, tiny_settings())
+
+
+def test_pixel_store_of_another_size_is_rejected(toy_fold):
+    train, validation, test, store = toy_fold
+    settings = tiny_settings(vision_config=MVaEMaVisionConfig())
+    with pytest.raises(ValueError, match="holds 32 px images but the vision config's image_size is 224"):
+        train_and_evaluate_baseline("vit", train, validation, test, store, CLASS_NAMES, settings)
+
+
+def test_one_category_is_rejected(toy_fold):
+    train, validation, test, store = toy_fold
+    with pytest.raises(ValueError, match="at least two categories"):
+        train_and_evaluate_baseline("resnet", train, validation, test, store, ["Only"], tiny_settings())
+
+
+@pytest.mark.parametrize(("setting", "value"), [("num_epochs", 0), ("batch_size", 0), ("warmup_steps", -1)])
+def test_bad_settings_are_rejected(setting, value):
+    with pytest.raises(ValueError, match=f"{setting} must be >= "):
+        tiny_settings(**{setting: value})
