@@ -94,7 +94,9 @@ def save_prepared_corpus(
     return table, image_rows
 
 
-def unique_image_rows(qa: datasets.Dataset, original_files: Mapping[str, str | os.PathLike] | None = None) -> list[dict]:
+def unique_image_rows(
+    qa: datasets.Dataset, original_files: Mapping[str, str | os.PathLike] | None = None
+) -> list[dict]:
     """The first row of every image: image_id, category, fold, and its original file (`original_files`, else
     the file the row points at)."""
     original_files = original_files or {}

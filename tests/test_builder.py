@@ -490,3 +490,162 @@ def test_card_licence_follows_the_image_source(cli_build):
     override = publishing.build_dataset_card(built.remove_columns("image"), image_rows, report, "me/x", "cc-by-nc-4.0")
     assert override.data.license == "cc-by-nc-4.0"
     assert publishing.image_source(["alloy", "zinc"], {TEACHER}) == "other"
+
+
+# ---------------------------------------------------------------------------------------------- hostile inputs
+
+
+def tampered_corpus(cli_build, tmp_path: Path, image_id: str, file_name: str | None = None, data: bytes | None = None):
+    """A copy of the CLI's corpus whose first image row carries `image_id` (and optionally another name or bytes)."""
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(cli_build.out, corpus)
+    [shard] = sorted((corpus / "images").glob("*.parquet"))
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["image_id"] = image_id
+    rows[0]["image"] = {"bytes": data or rows[0]["image"]["bytes"], "path": file_name or rows[0]["image"]["path"]}
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), shard)
+    return corpus, rows[0]["image"]["bytes"]
+
+
+@pytest.mark.parametrize(
+    "make_id, file_name, data, problem",
+    [
+        (lambda tmp, good: "../../x", None, None, "is not an image id"),
+        (lambda tmp, good: str(tmp / "escaped"), None, None, "is not an image id"),
+        (lambda tmp, good: "0" * 64, None, None, "SHA-256 is"),
+        (lambda tmp, good: good, "evil.pth", None, "names a '.pth' file"),
+    ],
+    ids=["relative-escape", "absolute-path", "wrong-hash", "pth-suffix"],
+)
+def test_load_prepared_corpus_refuses_hostile_image_rows(cli_build, tmp_path, make_id, file_name, data, problem):
+    import hashlib
+
+    first_bytes = tampered_corpus(cli_build, tmp_path / "probe", "0" * 64)[1]
+    image_id = make_id(tmp_path, hashlib.sha256(first_bytes).hexdigest())
+    corpus, _ = tampered_corpus(cli_build, tmp_path, image_id, file_name, data)
+    cache_dir = tmp_path / "datasets"
+    with pytest.raises(ValueError, match=problem) as error:
+        load_prepared_corpus(corpus, cache_dir=cache_dir)
+    assert "row 0" in str(error.value) and repr(image_id) in str(error.value)
+    store = cache_dir / "sem_instruct_images"
+    assert [path.name for path in store.iterdir()] == []  # the bad row is the first: nothing was written
+    escaped = [path for path in tmp_path.rglob("*") if path.name.startswith(("x.", "escaped")) or path.suffix == ".pth"]
+    assert escaped == []
+
+
+def test_load_prepared_corpus_checks_every_row_of_a_good_corpus(cli_build, tmp_path):
+    prepared = load_prepared_corpus(cli_build.out, cache_dir=tmp_path / "datasets")
+    store = tmp_path / "datasets" / "sem_instruct_images"
+    assert {path.name.split(".")[0] for path in store.iterdir()} == set(prepared["image_id"])
+
+
+def test_cli_refuses_an_output_folder_that_holds_or_is_inside_its_images(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    images, cache = root / "images", TeacherCache(tmp_path / "cache.jsonl")
+    for index, category in enumerate(["Tips", "Tips", "Particles", "Particles"]):
+        cache.append(record(save(texture(400 + index), images / category / f"{index}.png"), category))
+    before = {path: path.read_bytes() for path in images.rglob("*.png")}
+    for out in (root, images / "Tips" / "corpus", images):
+        argv = ["--images", str(images), "--cache", str(cache.path), "--out", str(out), "--num-folds", "2"]
+        assert build_cli.main(argv + ["--cache-dir", str(tmp_path / "hf")]) == 1
+        error = capsys.readouterr().err
+        assert f"--out {out}" in error and f"--images {images}" in error and "overlap" in error
+    assert {path: path.read_bytes() for path in images.rglob("*.png")} == before
+    assert sorted(path.name for path in root.iterdir()) == ["images"]
+
+
+def argv_with_out(argv: list[str], out: Path) -> list[str]:
+    at = argv.index("--out")
+    return [*argv[:at], "--out", str(out), *argv[at + 2 :]]
+
+
+def test_cli_never_replaces_files_it_did_not_write(cli_build, tmp_path, capsys):
+    out = tmp_path / "mine"
+    shutil.copytree(cli_build.out, out)
+    (out / "notes.txt").write_text("a lab's notes")
+    argv = argv_with_out(cli_build.argv, out)
+    assert build_cli.main(argv) == 1
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "a lab's notes" and (out / "qa").is_dir()
+
+
+def test_cli_failure_keeps_the_previous_output_and_leaves_no_temporary_folder(cli_build, tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    shutil.copytree(cli_build.out, out)
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def failing_card(*args, **kwargs):
+        raise ValueError("card template broken")
+
+    monkeypatch.setattr(build_cli, "build_dataset_card", failing_card)
+    argv = argv_with_out(cli_build.argv, out)
+    assert build_cli.main(argv) == 1
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus"]
+    monkeypatch.undo()
+    assert build_cli.main(argv) == 0  # an output folder the command wrote is replaced whole
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus"]
+    assert f'load_prepared_corpus("{out}")' in (out / "README.md").read_text()  # the new card, not the old
+
+
+def test_threads_storing_identical_bytes_never_collide(tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dataset_builder.image_store import store_once
+
+    barrier = threading.Barrier(16)
+    target = tmp_path / ("a" * 64 + ".png")
+
+    def make_bytes():
+        time.sleep(0.02)  # every thread is past the "exists?" check before the first one renames
+        return b"identical rendering"
+
+    def store(_):
+        barrier.wait()
+        return store_once(target, make_bytes)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(store, range(16)))
+    assert results == [str(target)] * 16
+    assert target.read_bytes() == b"identical rendering"
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]  # no temp file left behind
+
+
+def test_fewer_images_per_category_than_folds_names_classes_counts_and_a_working_fold_count(tmp_path):
+    root, cache = small_corpus(tmp_path)  # alloy: 2 images, zinc: 2 images
+    before = {path: path.read_bytes() for path in root.rglob("*.png")}
+    with pytest.raises(ValueError, match=r"\(alloy: 2, zinc: 2\).*at most 2") as error:
+        load_instruct_corpus(root, cache.path, num_folds=3, cache_dir=tmp_path / "hf")
+    assert "3 folds" in str(error.value) and "--num-folds" in str(error.value)
+    assert {path: path.read_bytes() for path in root.rglob("*.png")} == before
+    assert len(load_instruct_corpus(root, cache.path, num_folds=2, cache_dir=tmp_path / "hf")) == 4 * len(
+        BASICS.questions
+    )
+
+
+def test_symlinked_category_folder_is_built_and_hidden_folders_are_ignored(tmp_path):
+    root, cache = tmp_path / "images", TeacherCache(tmp_path / "cache.jsonl")
+    shared = tmp_path / "elsewhere" / "particles"
+    tips = [save(texture(500 + index), root / "Tips" / f"{index}.png") for index in range(2)]
+    linked = [save(texture(510 + index), shared / f"{index}.png") for index in range(2)]
+    (root / "Particles").symlink_to(shared, target_is_directory=True)
+    hidden = [
+        save(texture(520), root / ".trash" / "Tips" / "old.png"),
+        save(texture(521), root / "Tips" / ".ipynb_checkpoints" / "copy.png"),
+    ]
+    cache.append_many([record(path, "Tips") for path in tips] + [record(path, "Particles") for path in linked])
+    cache.append_many([record(path, "Tips") for path in hidden])
+
+    built = SEMInstruct(root, [cache.path], num_folds=2, cache_dir=tmp_path / "hf")
+    built.download_and_prepare()
+    dataset, report = built.as_dataset(split="train"), built.build_report
+    names = dataset.features["category"].names
+    category_of = {row["image_id"]: names[row["category"]] for row in dataset}
+    assert {image_content_id(path): "Particles" for path in linked}.items() <= category_of.items()
+    assert set(category_of) == {image_content_id(path) for path in tips + linked}
+    assert report["files_found"] == 4 and report["skipped_files"] == []
+    assert report["records"]["unknown_image"] == len(hidden)
