@@ -1,0 +1,138 @@
+"""A web page for asking a saved MVaEMa about a micrograph (Gradio, the optional `demo` extra).
+
+    mvaema-demo --model outputs/mvaema/model [--host 127.0.0.1] [--port 7860]
+
+Drop a micrograph (JPEG, PNG, TIFF incl. 16-bit: decoded on the server with the package's image opener, not by the
+browser), pick one of the ten question families' questions or type one, optionally give the category caption, and
+read the answer and the top-5 categories. Scripts call the two named endpoints with `gradio_client`:
+`/answer` (image, question, caption) -> text and `/classify` (image) -> label confidences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from pathlib import Path
+
+from dataset_builder.images import IMAGE_SUFFIXES, BadImageError, open_micrograph
+from dataset_builder.question_families import QUESTION_FAMILIES, caption_for_category, readable_category
+
+from .assistant import MicrographAssistant
+from .loading import ModelLoadError, ModelSource
+
+QUESTION_CHOICES = [(f"{family.title}: {question}", question) for family in QUESTION_FAMILIES
+                    for question in family.questions]
+TOP_K = 5
+
+
+def import_gradio():
+    """Gradio is an optional extra: a missing install is one clear line, not an ImportError traceback."""
+    try:
+        return importlib.import_module("gradio")
+    except ImportError:
+        raise SystemExit("error: the web demo needs Gradio; install it with: pip install 'mvaema[demo]'") from None
+
+
+def softmax_top(scores: dict[str, float], top_k: int = TOP_K) -> dict[str, float]:
+    """The `top_k` categories with softmax confidences over all of `scores` (the model's scores: ITC similarity,
+    ITM probability or LM log-likelihood per category), so that the bars compare and sum to at most one."""
+    largest = max(scores.values())
+    weights = {label: math.exp(score - largest) for label, score in scores.items()}
+    total = sum(weights.values())
+    best = sorted(weights, key=weights.get, reverse=True)[:top_k]
+    return {label: weights[label] / total for label in best}
+
+
+class DemoHandlers:
+    """What the page's events call; bad input raises `gr.Error`, which the page shows as a message."""
+
+    def __init__(self, assistant: MicrographAssistant, gr):
+        self.assistant, self.gr = assistant, gr
+
+    def open_upload(self, image_path: str | None):
+        if not image_path:
+            raise self.gr.Error("Drop a micrograph first (JPEG, PNG, TIFF, ...).")
+        try:
+            return open_micrograph(image_path)
+        except BadImageError as error:
+            raise self.gr.Error(f"{Path(image_path).name}: {error.reason}. Upload a micrograph image.") from None
+
+    def preview(self, image_path: str | None):
+        """The decoded image as the model sees it; a bad upload only warns here (asking shows the error)."""
+        if not image_path:
+            return None
+        try:
+            return self.open_upload(image_path)
+        except self.gr.Error as error:
+            self.gr.Warning(str(error))
+            return None
+
+    def answer(self, image_path: str | None, question: str | None, caption: str | None = None) -> str:
+        image = self.open_upload(image_path)
+        if not question or not question.strip():
+            raise self.gr.Error("Pick a question from the list or type one.")
+        caption = caption.strip() if caption and caption.strip() else None
+        return self.assistant.answer([image], [question.strip()], [caption])[0]
+
+    def classify(self, image_path: str | None) -> dict[str, float]:
+        image = self.open_upload(image_path)
+        ranking = self.assistant.rank_categories([image], top_k=len(self.assistant.category_names) or TOP_K)
+        if ranking is None:
+            raise self.gr.Error("This model was saved without categories, so it cannot rank them.")
+        return softmax_top({entry["label"]: entry["score"] for entry in ranking[0]})
+
+
+def build_demo(assistant: MicrographAssistant):
+    """The Gradio page; its `Ask` button calls the named endpoints `/answer` and `/classify`."""
+    gr = import_gradio()
+    handlers = DemoHandlers(assistant, gr)
+    captions = [(readable_category(name), caption_for_category(name)) for name in assistant.category_names]
+    with gr.Blocks(title="MVaEMa: ask about a micrograph") as demo:
+        gr.Markdown("# MVaEMa\nDrop a micrograph, pick or type a question, and read the answer.")
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="Micrograph (JPEG, PNG, TIFF incl. 16-bit, ...)", type="filepath",
+                                 file_types=sorted(IMAGE_SUFFIXES), elem_id="micrograph")
+                preview = gr.Image(label="As the model sees it", interactive=False, type="pil")
+            with gr.Column():
+                question = gr.Dropdown(QUESTION_CHOICES, value=QUESTION_CHOICES[0][1], allow_custom_value=True,
+                                       label="Question (pick one or type your own)", elem_id="question")
+                caption = gr.Dropdown(captions, value=None, allow_custom_value=True,
+                                      label="Category caption (optional)", elem_id="caption")
+                ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
+                categories = gr.Label(num_top_classes=TOP_K, label="Top-5 categories", elem_id="categories")
+        upload.upload(handlers.preview, upload, preview, api_visibility="private")
+        ask.click(handlers.answer, [upload, question, caption], answer, api_name="answer")
+        ask.click(handlers.classify, [upload], categories, api_name="classify")
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="Saved model folder or Hub repo id.")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="Run the Python files shipped with the model instead of the installed classes.")
+    parser.add_argument("--revision", default=None,
+                        help="Hub commit sha to load (required with --trust-remote-code for a Hub id).")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0: every interface).")
+    parser.add_argument("--port", type=int, default=7860)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import_gradio()  # before the model loads, so a missing extra fails fast
+    try:
+        assistant = MicrographAssistant.load(ModelSource(args.model, args.trust_remote_code, args.revision))
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    build_demo(assistant).launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
