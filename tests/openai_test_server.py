@@ -84,6 +84,7 @@ class OpenAITestServer:
         required_key: str | None = None,
         echo_key_in_errors: bool = False,
         batch_polls_until_done: int = 2,
+        report_usage: bool = True,
     ):
         self.retry_after_s = retry_after_s
         self.slow_s = slow_s
@@ -93,6 +94,7 @@ class OpenAITestServer:
         self.required_key = required_key
         self.echo_key_in_errors = echo_key_in_errors
         self.batch_polls_until_done = batch_polls_until_done
+        self.report_usage = report_usage  # False: replies without `usage`, as some self-hosted servers send
         self.drop_next_batch_create_response = False
 
         self._lock = threading.Lock()
@@ -203,7 +205,7 @@ class OpenAITestServer:
             content, refusal = None, "I'm sorry, I can't help with that."
         elif fault == "length":
             content, finish_reason = content[: len(content) // 3], "length"
-        return {
+        completion = {
             "id": self._next_id("chatcmpl"),
             "object": "chat.completion",
             "created": int(time.time()),
@@ -222,6 +224,9 @@ class OpenAITestServer:
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             },
         }
+        if not self.report_usage:
+            del completion["usage"]
+        return completion
 
     def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> _Reply:
         if self.echo_key_in_errors:

@@ -3,24 +3,41 @@ that injects faults (tests/openai_test_server.py). Images are tiny JPEGs made in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 from openai_test_server import CHAT_FAULTS, OpenAITestServer, expected_answer, image_digest
 from PIL import Image
 
 from dataset_builder import teacher
+from dataset_builder.teacher import make_client
 from dataset_builder.question_families import QUESTION_FAMILIES, family_by_key
-from dataset_builder.teacher.cli import EXIT_BUDGET, EXIT_FAILED, EXIT_FATAL, EXIT_OK, EXIT_PENDING, main
+from dataset_builder.teacher.cli import (
+    EXIT_BUDGET,
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PENDING,
+    main,
+)
+from dataset_builder.teacher.pricing import worst_case_usd
+from dataset_builder.teacher.retry import RetryAfterTooLong, call_with_retries
 from dataset_builder.teacher_cache import STATUS_OK, TeacherCache, image_content_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +48,7 @@ MODEL = "test-teacher"
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("MVAEMA_TEACHER_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
@@ -338,3 +356,238 @@ def test_prices_resolve_by_model_and_unknown_models_need_prices():
     with pytest.raises(ValueError, match="--input-usd-per-1m"):
         teacher.resolve_price("gpt-4.1-mini")
     assert teacher.resolve_price("qwen2.5-vl", 0, 0).cost_usd(teacher.Usage(10**6, 10**6)) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Keys and URLs: a key goes only where it is safe, credentials never reach disk or logs
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_key_is_not_sent_in_clear_text_to_another_machine(tmp_path, capfd):
+    images, cache = make_images(tmp_path / "images", per_category=1), tmp_path / "cache.jsonl"
+    args = ["generate", "--images", str(images), "--cache", str(cache), "--base-url", "http://10.255.255.1:9/v1",
+            "--model", MODEL, "--input-usd-per-1m", "0", "--output-usd-per-1m", "0",
+            "--timeout", "1", "--max-attempts", "1"]  # fmt: skip
+
+    assert main(args) == EXIT_CONFIG
+    error = capfd.readouterr().err
+    assert "$OPENAI_API_KEY would travel unencrypted" in error and "--allow-insecure-key" in error
+    assert "http://10.255.255.1:9/v1" in error and FAKE_KEY not in error
+    assert not cache.exists()
+    assert make_client("http://10.255.255.1:9/v1", allow_insecure_key=True).api_key == FAKE_KEY  # the opt-in
+    assert make_client("https://llm.lab.example/v1").api_key == FAKE_KEY  # HTTPS: fine
+    assert make_client("http://localhost:8000/v1").api_key == FAKE_KEY  # this machine: fine
+
+
+def test_a_self_hosted_server_gets_its_own_key_variable(tmp_path, server, monkeypatch, capfd):
+    monkeypatch.setenv("MVAEMA_TEACHER_API_KEY", "sk-lab-server-5b1e")
+    server.echo_key_in_errors = True
+    server.script("server_error")
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+
+    assert main(teacher_args("generate", server, images, cache, "--families", "basics")) == EXIT_OK
+    assert server.authorizations == {"sk-lab-server-5b1e"}  # OpenAI's key stayed home
+    output = capfd.readouterr()
+    assert "sk-lab-server-5b1e" not in output.out + output.err + cache.read_text()
+    assert make_client("https://api.openai.com/v1").api_key == FAKE_KEY  # OpenAI still gets OPENAI_API_KEY
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("MVAEMA_TEACHER_API_KEY")
+    assert make_client("http://10.255.255.1:9/v1").api_key == "no-key-needed"  # no key: nothing to protect
+
+
+def test_credentials_in_urls_never_reach_state_files_or_logs(tmp_path, server, capsys):
+    images, cache, batch_dir = make_images(tmp_path / "images"), tmp_path / "cache.jsonl", tmp_path / "batches"
+    secret_url = server.base_url.replace("http://", "http://labuser:pa55-w0rd@")
+    submit = teacher_args("batch-submit", server, images, cache, "--families", "basics", "--batch-dir", str(batch_dir))
+    submit[submit.index("--base-url") + 1] = secret_url
+
+    assert main(submit) == EXIT_OK
+    assert teacher.BatchState.load(batch_dir).base_url == server.base_url
+    assert main(["batch-collect", "--batch-dir", str(batch_dir), "--wait", "--poll-interval", "0.01",
+                 "--base-url", secret_url]) == EXIT_OK  # fmt: skip
+    assert main(["batch-status", "--batch-dir", str(batch_dir), "--base-url", "http://127.0.0.1:1/v1"]) == EXIT_CONFIG
+    assert "is not the server the batches" in capsys.readouterr().err
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or b"pa55-w0rd" not in path.read_bytes(), path
+
+    stored = teacher.public_url("https://u:p@llm.lab.example:8443/v1?api-version=2024-06&api-key=s3cret&sig=x")
+    assert stored == "https://llm.lab.example:8443/v1?api-version=2024-06"
+    logged = teacher.redact_api_key("connection to http://u:p@host.example/v1?access_token=s3cret failed")
+    assert logged == "connection to http://host.example/v1 failed"
+
+
+# ------------------------------------------------------------------------------------------------
+# Money: unknown costs count at their worst, the cap covers the cache, waits are capped
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_reply_without_usage_is_counted_at_its_worst_case(tmp_path, capsys):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    family = family_by_key("basics")
+    with OpenAITestServer(report_usage=False) as server:
+        server.script("malformed_body")  # a 200 whose body is not JSON, then an answer without usage
+        settings = teacher.TeacherSettings(model=MODEL, base_url=server.base_url)
+        worst = worst_case_usd(settings, teacher.ModelPrice(1, 4), family, "Tips", (64, 48))
+        assert main(teacher_args("generate", server, images, cache, "--families", "basics")) == EXIT_OK
+
+    (record,) = TeacherCache(cache).records()
+    assert record.status == STATUS_OK and record.cost_usd == pytest.approx(2 * worst) and worst > 0.01
+    assert teacher.SpendLedger.beside(cache).total_usd() == pytest.approx(2 * worst)
+    assert f"up to ${2 * worst:.4f} for requests whose cost the server did not report" in capsys.readouterr().out
+
+
+def test_max_usd_caps_the_cache_total_across_runs(tmp_path, capsys):
+    images, cache = make_images(tmp_path / "images"), tmp_path / "cache.jsonl"
+    with OpenAITestServer(completion_tokens=50) as server:  # as in the test above: 11 answers fit in $0.0402
+        args = teacher_args("generate", server, images, cache, "--concurrency", "4", "--max-usd", "0.0402")
+        args[args.index("--input-usd-per-1m") + 1], args[args.index("--output-usd-per-1m") + 1] = "0", "10"
+        assert main(args) == EXIT_BUDGET
+        assert len(server.calls) == 11
+        assert main(args) == EXIT_BUDGET  # the second run sees the first one's spend in the ledger
+        assert len(server.calls) == 11
+    assert teacher.SpendLedger.beside(cache).total_usd() == pytest.approx(0.0055)
+    assert "the cache's ledger held $0.0055 from earlier runs" in capsys.readouterr().out
+
+
+def test_a_retry_after_of_a_day_fails_the_attempt_instead_of_parking_the_worker(tmp_path, server):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    server.retry_after_s = 86400
+    server.script("rate_limit")
+    exit_codes = []
+    run = threading.Thread(
+        target=lambda: exit_codes.append(main(teacher_args("generate", server, images, cache, "--families", "basics"))),
+        daemon=True,
+    )
+    run.start()
+    run.join(timeout=30)
+
+    assert exit_codes == [EXIT_FAILED], "the worker waited for the server's Retry-After"
+    (record,) = TeacherCache(cache).records()
+    assert "asked to wait 86,400 s before retrying (Retry-After)" in record.error and "rerun" in record.error
+    too_long = openai.RateLimitError(
+        "rate limited",
+        response=httpx.Response(429, headers={"retry-after": "86400"}, request=httpx.Request("GET", "http://x")),
+        body=None,
+    )
+
+    def always_rate_limited():
+        raise too_long
+
+    with pytest.raises(RetryAfterTooLong, match="longer than the 120 s a worker waits"):
+        call_with_retries(always_rate_limited, teacher.RetryPolicy())
+
+
+def test_a_second_ctrl_c_stops_the_workers_at_once(tmp_path):
+    images, cache = make_images(tmp_path / "images"), tmp_path / "cache.jsonl"
+    with OpenAITestServer(latency_s=60) as server:
+        args = teacher_args("generate", server, images, cache, "--concurrency", "2", "--no-progress")
+        command = [sys.executable, "-m", "dataset_builder.teacher.cli", *args]
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while len(server.calls) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None, "the first Ctrl-C must wait for the answers in flight"
+        process.send_signal(signal.SIGINT)
+        try:
+            _, error = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("a second Ctrl-C did not stop the run")
+    assert process.returncode == EXIT_INTERRUPTED
+    assert "stopped at once; 2 answers in flight were dropped" in error.decode()
+    assert len(server.calls) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# One process per cache and per batch folder; online runs leave pending batch requests alone
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_by_another_process(lock_path: Path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); time.sleep(120)", str(lock_path)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_second_process_on_one_cache_or_batch_folder_stops_before_paying(tmp_path, server, capfd):
+    images, cache, batch_dir = make_images(tmp_path / "images"), tmp_path / "cache.jsonl", tmp_path / "batches"
+    generate_args = teacher_args("generate", server, images, cache, "--families", "basics")
+    submit_args = teacher_args("batch-submit", server, images, cache, "--families", "basics", "--batch-dir", str(batch_dir))
+
+    with held_by_another_process(tmp_path / "cache.jsonl.lock"):
+        assert main(generate_args) == EXIT_BUSY
+    assert f"the teacher cache {cache} is in use by another mvaema-teacher process" in capfd.readouterr().err
+    batch_dir.mkdir()
+    with held_by_another_process(batch_dir / "batch-folder.lock"):
+        assert main(submit_args) == EXIT_BUSY
+    error = capfd.readouterr().err
+    assert f"the batch folder {batch_dir} is in use" in error and str(batch_dir / "batch-folder.lock") in error
+    assert server.calls == [] and server.batches == {} and not cache.exists()
+
+    assert main(submit_args) == EXIT_OK  # the lock went with the process that held it
+    with held_by_another_process(batch_dir / "batch-folder.lock"):
+        assert main(["batch-status", "--batch-dir", str(batch_dir)]) == EXIT_BUSY
+    with held_by_another_process(tmp_path / "cache.jsonl.lock"):
+        assert main(["batch-collect", "--batch-dir", str(batch_dir), "--wait", "--poll-interval", "0.01"]) == EXIT_BUSY
+    assert not cache.exists()
+    assert main(["batch-collect", "--batch-dir", str(batch_dir), "--wait", "--poll-interval", "0.01"]) == EXIT_OK
+    assert main(generate_args) == EXIT_OK
+    assert len(server.batches) == 1 and server.calls == []  # every answer came from the one batch
+
+
+def test_generate_leaves_out_requests_pending_in_uncollected_batches(tmp_path, capsys):
+    images, cache, batch_dir = make_images(tmp_path / "images"), tmp_path / "cache.jsonl", tmp_path / "batches"
+    with OpenAITestServer(batch_polls_until_done=2) as server:
+        submit = teacher_args("batch-submit", server, images, cache, "--families", "basics", "--batch-dir", str(batch_dir))
+        assert main(submit) == EXIT_OK
+        capsys.readouterr()
+        both = teacher_args("generate", server, images, cache, "--families", "basics,surface_characteristics")
+        assert main(both) == EXIT_OK
+        assert "4 requests left out: pending in uncollected batches" in capsys.readouterr().out
+        assert Counter(family for _, family in server.answered) == {"surface_characteristics": 4}
+        assert main(["batch-collect", "--batch-dir", str(batch_dir), "--wait", "--poll-interval", "0.01"]) == EXIT_OK
+        assert main(both) == EXIT_OK
+        assert len(server.calls) == 4  # nothing left to ask online
+
+        elsewhere = teacher_args("generate", server, images, tmp_path / "other" / "cache.jsonl", "--families", "basics",
+                                 "--batch-dir", str(batch_dir))  # fmt: skip
+        assert main(elsewhere) == EXIT_OK  # its batches are collected: nothing pending, all four asked
+        assert len(server.calls) == 8
+    assert_complete_without_duplicates(cache, images, [family_by_key("basics"), family_by_key("surface_characteristics")])
+
+
+# ------------------------------------------------------------------------------------------------
+# The folder rule
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_teacher_follows_the_shared_folder_rule(tmp_path, capsys):
+    images = make_images(tmp_path / "images", per_category=1, categories=("Nanowires",))
+    outside = make_images(tmp_path / "outside", per_category=1, categories=("Porous_Sponge", "Tips"), size=(60, 40))
+    (images / "Porous_Sponge").symlink_to(outside / "Porous_Sponge", target_is_directory=True)  # a linked category
+    (images / "Nanowires" / "more").symlink_to(outside / "Tips", target_is_directory=True)  # a linked sub-folder
+    (images / "Nanowires" / "loop").symlink_to(images / "Nanowires", target_is_directory=True)  # read once
+    make_images(images / ".trash", per_category=1, categories=("Fibres",))  # hidden: never paid for
+    make_images(images, per_category=1, categories=(".ipynb_checkpoints",))
+
+    scan = teacher.scan_teacher_images(images)
+    assert sorted(image.image_path for image in scan.images) == [
+        "Nanowires/L0_Nanowires.jpg", "Nanowires/more/L0_Tips.jpg", "Porous_Sponge/L0_Porous_Sponge.jpg",
+    ]  # fmt: skip
+    assert [image.category for image in scan.images if image.image_path.startswith("Nanowires/more")] == ["Nanowires"]
+    prices = ["--model", MODEL, "--input-usd-per-1m", "1", "--output-usd-per-1m", "1", "--families", "basics"]
+    assert main(["estimate", "--images", str(images), "--json", *prices]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["requests"] == 3

@@ -30,7 +30,7 @@ from .jobs import TeacherImage, TeacherJob, TeacherKey, completed_keys, pending_
 from .locks import exclusive_use
 from .pricing import ModelPrice, worst_case_usd
 from .protocol import InvalidReply, TeacherSettings, Usage, chat_request_body, encode_micrograph, parse_reply
-from .retry import RetryPolicy, call_with_retries, describe_error, is_transient, retry_after_of
+from .retry import RetryPolicy, call_with_retries, capped_retry_after, is_transient
 from .spend import SpendLedger
 
 logger = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ def _create_batch_once(client: openai.OpenAI, part: BatchPart, retry: RetryPolic
         except (openai.APIConnectionError, openai.APIStatusError) as error:
             if not is_transient(error) or attempt >= retry.max_attempts:
                 raise
-            time.sleep(retry.delay_s(attempt, retry_after_of(error)))
+            time.sleep(retry.delay_s(attempt, capped_retry_after(error)))
 
 
 def _find_batch(client: openai.OpenAI, part: BatchPart, retry: RetryPolicy):
@@ -492,10 +492,11 @@ def batch_collect(
         state = _load_state(batch_dir)
         cache_path = cache_path or state.cache_path
         with exclusive_use(cache=cache_path):
-            return _collect_finished(client, state, batch_dir, TeacherCache(cache_path), wait_for_all, poll_interval_s, retry)
+            cache = TeacherCache(cache_path)
+            return _collect_until_done(client, state, batch_dir, cache, wait_for_all, poll_interval_s, retry)
 
 
-def _collect_finished(
+def _collect_until_done(
     client: openai.OpenAI,
     state: BatchState,
     batch_dir: Path,
@@ -592,8 +593,14 @@ def _batch_record(
     try:
         reply = parse_reply(response.get("body"), job.family)
     except InvalidReply as error:
-        cost_usd = price.cost_usd(error.usage, batch=True)
-        return job.record(teacher_id, error=redact_api_key(error.reason), usage=error.usage, cost_usd=cost_usd)
-    return job.record(
-        teacher_id, answers=reply.answers, usage=reply.usage, cost_usd=price.cost_usd(reply.usage, batch=True)
-    )
+        usage, cost_usd = error.usage or Usage(), _batch_cost_usd(error.usage, part, price)
+        return job.record(teacher_id, error=redact_api_key(error.reason), usage=usage, cost_usd=cost_usd)
+    cost_usd = _batch_cost_usd(reply.usage, part, price)
+    return job.record(teacher_id, answers=reply.answers, usage=reply.usage or Usage(), cost_usd=cost_usd)
+
+
+def _batch_cost_usd(usage: Usage | None, part: BatchPart, price: ModelPrice) -> float:
+    """A result without usage costs an unknown amount: count the worst case of a request of its part."""
+    if usage is None:
+        return part.worst_case_usd / max(part.requests, 1)
+    return price.cost_usd(usage, batch=True)

@@ -40,7 +40,7 @@ from .batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BatchState, batch_collec
 from .credentials import make_client, public_url, redact_api_key
 from .jobs import completed_keys
 from .locks import ResourceBusy
-from .online import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPTED, OnlineTeacher, RunAbandoned, generate
+from .online import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPTED, OnlineTeacher, RunAbandoned, RunReport, generate
 from .pricing import PRICES_AS_OF, ModelPrice, estimate, resolve_price
 from .protocol import DEFAULT_MAX_SIDE, DEFAULT_MODEL, LOW_DETAIL_MAX_SIDE, TeacherSettings, resolve_base_url
 from .retry import FatalTeacherError, RetryAfterTooLong, RetryPolicy, describe_error
@@ -94,7 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every retry")
     commands = parser.add_subparsers(dest="command", required=True)
     images, model, network = _images_options(), _model_options(), _network_options()
+    _add_online_commands(commands, images, model, network)
+    _add_batch_commands(commands, images, model, network)
+    return parser
 
+
+def _add_online_commands(
+    commands: argparse._SubParsersAction,
+    images: argparse.ArgumentParser,
+    model: argparse.ArgumentParser,
+    network: argparse.ArgumentParser,
+) -> None:
     command = commands.add_parser(
         "estimate", parents=[images, model], help="requests, tokens and cost, before spending anything"
     )
@@ -123,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.set_defaults(run=run_generate)
 
+
+def _add_batch_commands(
+    commands: argparse._SubParsersAction,
+    images: argparse.ArgumentParser,
+    model: argparse.ArgumentParser,
+    network: argparse.ArgumentParser,
+) -> None:
     command = commands.add_parser(
         "batch-submit", parents=[images, model, network], help="send pending requests to the Batch API (50%% price)"
     )
@@ -160,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--wait", action="store_true", help="poll until every batch has finished")
     command.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls (default: 60)")
     command.set_defaults(run=run_batch_collect)
-    return parser
 
 
 BATCH_BASE_URL_HELP = (
@@ -362,7 +378,7 @@ def run_batch_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_spend(report) -> None:
+def _print_spend(report: RunReport) -> None:
     spent = f"spent ${report.spent_usd:.4f} (from the usage the server reported)"
     if report.unconfirmed_usd:
         spent += (

@@ -44,7 +44,9 @@ def _held(lock_path: Path, what: str) -> Iterator[None]:
 
 
 @contextmanager
-def exclusive_use(*, cache: str | os.PathLike | None = None, batch_dir: str | os.PathLike | None = None) -> Iterator[None]:
+def exclusive_use(
+    *, cache: str | os.PathLike | None = None, batch_dir: str | os.PathLike | None = None
+) -> Iterator[None]:
     """Hold the locks of `batch_dir` and `cache` (in that order, the same in every command: no deadlock)."""
     with ExitStack() as stack:
         if batch_dir is not None:

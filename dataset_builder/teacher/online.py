@@ -102,7 +102,8 @@ class OnlineTeacher:
         ends in a record."""
         image = self._encode(job.image.path)
         body = chat_request_body(self.settings, job.family, job.image.category, image.data_url)
-        worst_usd = worst_case_usd(self.settings, self.price, job.family, job.image.category, (image.width, image.height))
+        size = (image.width, image.height)
+        worst_usd = worst_case_usd(self.settings, self.price, job.family, job.image.category, size)
         teacher_id, max_attempts = self.settings.teacher_id, self.retry.max_attempts
         usage, cost_usd, number = Usage(), 0.0, 0
         while True:

@@ -75,8 +75,14 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
-def retry_after_of(error: Exception) -> float | None:
-    return retry_after_seconds(error.response.headers) if isinstance(error, openai.APIStatusError) else None
+def capped_retry_after(error: Exception) -> float | None:
+    """The error's Retry-After, or `RetryAfterTooLong` when it is over `MAX_RETRY_AFTER_S`."""
+    if not isinstance(error, openai.APIStatusError):
+        return None
+    seconds = retry_after_seconds(error.response.headers)
+    if seconds is not None and seconds > MAX_RETRY_AFTER_S:
+        raise RetryAfterTooLong(f"{describe_error(error)}: {too_long_wait_message(seconds)}") from None
+    return seconds
 
 
 def too_long_wait_message(seconds: float) -> str:
@@ -130,9 +136,6 @@ def call_with_retries(call: Callable[[], T], retry: RetryPolicy) -> T:
         except (openai.APIConnectionError, openai.APIStatusError) as error:
             if not is_transient(error) or attempt >= retry.max_attempts:
                 raise
-            wait_s = retry_after_of(error)
-            if wait_s is not None and wait_s > MAX_RETRY_AFTER_S:
-                raise RetryAfterTooLong(f"{describe_error(error)}: {too_long_wait_message(wait_s)}") from None
-            delay = retry.delay_s(attempt, wait_s)
+            delay = retry.delay_s(attempt, capped_retry_after(error))
             logger.info("%s; retrying in %.1f s", describe_error(error), delay)
             time.sleep(delay)
