@@ -95,7 +95,7 @@ def build_demo(assistant: MicrographAssistant):
             with gr.Column():
                 upload = gr.File(label="Micrograph (JPEG, PNG, TIFF incl. 16-bit, ...)", type="filepath",
                                  file_types=sorted(IMAGE_SUFFIXES), elem_id="micrograph")
-                preview = gr.Image(label="As the model sees it", interactive=False, type="pil")
+                preview = gr.Image(label="As the model sees it", interactive=False, type="pil", height=320)
             with gr.Column():
                 question = gr.Dropdown(QUESTION_CHOICES, value=QUESTION_CHOICES[0][1], allow_custom_value=True,
                                        label="Question (pick one or type your own)", elem_id="question")
