@@ -3,7 +3,7 @@
 from instruct_tuning.baselines.registry import (
     BASELINES,
     Baseline,
-    network_parameter_counts,
+    parameter_counts,
     parse_baselines,
     train_and_evaluate_baseline,
 )
@@ -13,7 +13,7 @@ __all__ = [
     "BASELINES",
     "Baseline",
     "BaselineSettings",
-    "network_parameter_counts",
+    "parameter_counts",
     "parse_baselines",
     "train_and_evaluate_baseline",
 ]

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 DATA_BAR_FREE_SHARE = 660 / 768  # the data bar starts at row 664 of 768 or lower in synthetic (and most real) images
 ORIENTATION_BINS = 12
 SPECTRUM_BINS = 16
+FEATURE_SIZE = 2 * (ORIENTATION_BINS + 2) + SPECTRUM_BINS
 REGULARISATION_GRID = (0.01, 0.1, 1.0, 10.0)  # LogisticRegression's C, chosen on the validation split
 
 
@@ -28,8 +29,7 @@ def grey_specimen(pixels: np.ndarray) -> Image.Image:
 
 
 def structure_features(specimen: Image.Image) -> np.ndarray:
-    """Orientation histograms of gradients (full and half scale) and a radial log power spectrum: a vector of
-    2 x (ORIENTATION_BINS + 2) + SPECTRUM_BINS numbers."""
+    """Orientation histograms of gradients (full and half scale) and a radial log power spectrum: [FEATURE_SIZE]."""
     features = []
     for scale in (1, 2):
         size = (max(2, specimen.width // scale), max(2, specimen.height // scale))
@@ -85,3 +85,8 @@ def parameter_count(model: Pipeline) -> int:
     """Learnt weights of the logistic regression (coefficients and intercepts; the scaler's statistics not counted)."""
     regression = model[-1]
     return int(regression.coef_.size + regression.intercept_.size)
+
+
+def parameters_for(num_classes: int) -> int:
+    """What `parameter_count` gives for a model of `num_classes` classes (two classes share one weight vector)."""
+    return (FEATURE_SIZE + 1) * (1 if num_classes == 2 else num_classes)

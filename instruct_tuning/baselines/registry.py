@@ -56,9 +56,10 @@ def parse_baselines(text: str) -> list[str]:
     return names
 
 
-def network_parameter_counts(class_names: list[str], settings: BaselineSettings) -> dict[str, int]:
-    """Trainable parameters of each network baseline for these classes and MVaEMa vision config."""
-    return {name: trainable_parameters(build(settings.vision_config, class_names)) for name, build in NETWORKS.items()}
+def parameter_counts(class_names: list[str], settings: BaselineSettings) -> dict[str, int]:
+    """Trainable parameters of every baseline for these classes and `settings.vision_config`, by name."""
+    networks = {name: trainable_parameters(build(settings.vision_config, class_names)) for name, build in NETWORKS.items()}
+    return {**networks, "features": features.parameters_for(len(class_names))}
 
 
 def check_inputs(name: str, pixel_store, class_names: list[str], settings: BaselineSettings) -> None:
