@@ -14,7 +14,7 @@ from instruct_tuning.baselines import (
 )
 from instruct_tuning.baselines.features import class_probabilities, fit_logistic_regression
 from instruct_tuning.baselines.models import trainable_parameters, vit_classifier
-from instruct_tuning.baselines.training import LabelledImages
+from instruct_tuning.baselines.training import LabelledImages, optimizer_step_with_warmup
 from instruct_tuning.data import PixelStore, QATable
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
@@ -103,6 +103,14 @@ def test_same_seed_gives_the_same_numbers(toy_fold, results, name):
 def test_training_images_are_the_distinct_images_of_a_table():
     images = LabelledImages.from_table(qa_table([5, 2, 9], [1, 0, 1]))
     assert images.image_index.tolist() == [2, 5, 9] and images.labels.tolist() == [0, 1, 1]
+
+
+def test_warmup_scales_the_step_and_restores_the_plateau_rate():
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    weight.grad = torch.ones(1)
+    optimizer_step_with_warmup(optimizer, step=0, warmup_steps=4)  # Adam's first step moves by the learning rate
+    assert weight.item() == pytest.approx(-0.25e-3) and optimizer.param_groups[0]["lr"] == 1e-3
 
 
 def test_vit_is_mvaema_vision_tower_plus_a_linear_head():
