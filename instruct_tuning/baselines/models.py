@@ -38,7 +38,7 @@ def label_maps(class_names: list[str]) -> dict:
 
 
 def vit_classifier(vision: MVaEMaVisionConfig, class_names: list[str]) -> ViTForImageClassification:
-    """The paper's "VanillaViT" row: MVaEMa's vision tower (same sizes, initialisation and no dropout) + a linear head."""
+    """The paper's "VanillaViT" row: MVaEMa's vision tower (same sizes, initialisation, no dropout) + a linear head."""
     config = ViTConfig(
         hidden_size=vision.hidden_size,
         num_hidden_layers=vision.num_hidden_layers,

@@ -58,7 +58,8 @@ def parse_baselines(text: str) -> list[str]:
 
 def parameter_counts(class_names: list[str], settings: BaselineSettings) -> dict[str, int]:
     """Trainable parameters of every baseline for these classes and `settings.vision_config`, by name."""
-    networks = {name: trainable_parameters(build(settings.vision_config, class_names)) for name, build in NETWORKS.items()}
+    networks = {name: trainable_parameters(build(settings.vision_config, class_names))
+                for name, build in NETWORKS.items()}
     return {**networks, "features": features.parameters_for(len(class_names))}
 
 

@@ -108,7 +108,8 @@ def train_network(model, train: LabelledImages, validation: LabelledImages, pixe
     """Train `model` in place; returns it with the weights of its best validation epoch, and the training record
     {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's."""
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=settings.lr_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                           patience=settings.lr_patience)
     best_loss, best_state, stale_epochs, step, epoch, history = math.inf, None, 0, 0, 0, []
     while epoch < settings.num_epochs and stale_epochs < settings.early_stopping_patience:
         step, train_loss = train_one_epoch(model, optimizer, train, pixel_store, settings, epoch, step, device)
