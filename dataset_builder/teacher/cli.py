@@ -11,9 +11,10 @@ $MVAEMA_TEACHER_API_KEY, else $OPENAI_API_KEY. A key is sent only over HTTPS or 
 (--allow-insecure-key to send it over plain HTTP). URLs are stored without credentials.
 
 --max-usd caps the total a cache has cost, across runs and processes: every paid request is written
-to the spend ledger beside the cache (CACHE.spend.jsonl). One process at a time works on a cache or a
-batch folder (CACHE.lock, BATCH_DIR/batch-folder.lock); generate leaves out requests pending in
-uncollected batches (of --batch-dir, else of the batch folders beside the cache).
+to the spend ledger beside the cache (NAME.spend.jsonl beside NAME.jsonl). One process at a time
+works on a cache or a batch folder (locks NAME.jsonl.lock and BATCH_DIR/batch-folder.lock); generate
+leaves out requests pending in uncollected batches (of --batch-dir, else of the batch folders beside
+the cache).
 
 Exit codes: 0 done, 1 some requests failed (rerun to retry them), 2 bad arguments or configuration,
 3 stopped by --max-usd, 4 the teacher refused to work (bad key, unknown model, no quota), 5 batches
@@ -122,7 +123,7 @@ def _add_online_commands(
         "--max-usd",
         type=float,
         help="stop before the cache's total spend (this run plus every earlier run and process on the same cache, "
-        "from its ledger CACHE.spend.jsonl) could exceed this many dollars",
+        "from its spend ledger NAME.spend.jsonl beside NAME.jsonl) could exceed this many dollars",
     )
     command.add_argument(
         "--batch-dir",
@@ -300,7 +301,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     price, cost = result.price, result.cost_usd
     rows = {
         "teacher": f"{result.teacher}, detail {result.detail}, images sent at most {result.max_side} px",
-        "images": f"{result.images:,} ({len(result.skipped_images):,} unreadable, {result.duplicates:,} duplicates)",
+        "images": f"{result.images:,} ({len(result.skipped_images):,} files skipped, {result.duplicates:,} duplicates)",
         "requests": f"{result.requests:,} to ask, {result.cached_requests:,} cached ({result.families} families)",
         "input tokens": f"{result.input_tokens:,} = {result.image_tokens:,} image + ~{result.text_tokens:,} text",
         "output tokens": f"~{result.expected_output_tokens:,} expected, {result.max_output_tokens:,} if all are used",
