@@ -1,7 +1,8 @@
 """MVaEMa: a small, private vision-language assistant for electron micrographs (Hugging Face native).
 
-The three files next to this one are the whole model; `save_pretrained` copies them next to the weights, so a saved
-model loads anywhere with `AutoModel.from_pretrained(path, trust_remote_code=True)`.
+The flat files next to this one are the whole model (configuration, layers, losses, models, processor);
+`save_pretrained` copies them next to the weights, so a saved model also loads where this package is not installed,
+with `AutoModel.from_pretrained(path, trust_remote_code=True)`.
 """
 
 from .configuration_mvaema import ABLATIONS, PAPER_ABLATION_NAMES, MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
@@ -9,8 +10,10 @@ from .modeling_mvaema import (
     MVaEMaClassificationOutput,
     MVaEMaEncoderOutput,
     MVaEMaForQuestionAnswering,
+    MVaEMaModel,
     MVaEMaOutput,
     MVaEMaPreTrainedModel,
+    MVaEMaZeroShotOutput,
 )
 from .processing_mvaema import MVaEMaProcessor, train_wordpiece_tokenizer
 
@@ -21,10 +24,34 @@ __all__ = [
     "MVaEMaConfig",
     "MVaEMaEncoderOutput",
     "MVaEMaForQuestionAnswering",
+    "MVaEMaModel",
     "MVaEMaOutput",
     "MVaEMaPreTrainedModel",
     "MVaEMaProcessor",
     "MVaEMaTextConfig",
     "MVaEMaVisionConfig",
+    "MVaEMaZeroShotOutput",
     "train_wordpiece_tokenizer",
 ]
+
+
+def _register_with_auto_classes() -> None:
+    """Tell transformers' Auto classes and pipelines about the installed classes: a saved MVaEMa then loads with them,
+    silently and without `trust_remote_code` (its shipped code is only run when the user asks for it)."""
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForImageTextToText,
+        AutoModelForVisualQuestionAnswering,
+        AutoModelForZeroShotImageClassification,
+        AutoProcessor,
+    )
+
+    AutoConfig.register(MVaEMaConfig.model_type, MVaEMaConfig, exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForImageTextToText, AutoModelForVisualQuestionAnswering):
+        auto_class.register(MVaEMaConfig, MVaEMaForQuestionAnswering, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(MVaEMaConfig, MVaEMaModel, exist_ok=True)
+    AutoProcessor.register(MVaEMaConfig, MVaEMaProcessor, exist_ok=True)
+
+
+_register_with_auto_classes()

@@ -37,113 +37,111 @@ SPECIAL_TOKENS = {
 }
 
 
-def _check_transformer_shape(config: PreTrainedConfig, tower: str) -> None:
-    if config.hidden_size % config.num_attention_heads != 0:
-        raise ValueError(
-            f"configuration_mvaema.py: {tower} hidden_size={config.hidden_size} is not divisible by "
-            f"num_attention_heads={config.num_attention_heads}; pick a hidden_size that is a multiple of the head "
-            "count (the paper uses 64 = 4 heads x 16)."
-        )
-    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"configuration_mvaema.py: {tower} {name} must be >= 1, got {getattr(config, name)}.")
-    for name in ("attention_dropout", "hidden_dropout"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ValueError(
-                f"configuration_mvaema.py: {tower} {name} must be in [0, 1), got {getattr(config, name)}."
-            )
-
-
 @strict
-class MVaEMaVisionConfig(PreTrainedConfig):
+class MVaEMaTowerConfig(PreTrainedConfig):
     r"""
-    Configuration of the MVaEMa image encoder, a pre-LayerNorm ViT whose first token ([CLS]) summarises the image.
+    What the two towers share: a stack of pre-LayerNorm transformer layers. The defaults are the paper's sizes
+    (hidden size 64, 4 attention heads of 16 dimensions) and choices the paper leaves open.
 
     Args:
-        hidden_size (`int`, defaults to 64): patch and position embedding size (paper).
-        intermediate_size (`int`, defaults to 256): feed-forward size; not in the paper, 4 x hidden as in ViT.
-        num_hidden_layers (`int`, defaults to 6): not in the paper; 6 keeps the model small and trains in minutes.
+        hidden_size (`int`, defaults to 64): embedding and layer width (paper).
+        intermediate_size (`int`, defaults to 256): feed-forward size; not in the paper, 4 x hidden as in ViT/BERT.
+        num_hidden_layers (`int`, defaults to 6): not in the paper; 6 keeps the model small and quick to train.
         num_attention_heads (`int`, defaults to 4): paper (4 heads of 16 dimensions).
-        image_size (`int`, defaults to 224): paper (micrographs are resized to 224 x 224).
-        patch_size (`int`, defaults to 32): paper (non-overlapping 32 px patches, so 7 x 7 = 49 patches + [CLS]).
-        num_channels (`int`, defaults to 3): RGB; greyscale micrographs are replicated by the processor.
-        hidden_act (`str`, defaults to `"gelu"`), layer_norm_eps (`float`, defaults to 1e-6),
+        hidden_act (`str`, defaults to `"gelu"`), layer_norm_eps (`float`, defaults to 1e-6).
         attention_dropout / hidden_dropout (`float`, default 0.0): the paper states no dropout; early stopping
             limits overfitting instead.
-        initializer_range (`float`, defaults to 0.1): std of the normal initialisation of this tower's weights
-            (embeddings, projections, convolution). Not in the paper. BERT's and ViT's 0.02 is sized for width 768;
-            at width 64 each linear layer would shrink its input about six-fold, every pooled state would be almost
-            the same for every input, and with the paper's Adam at 1e-3 the ITC features collapse to one direction in
-            a few steps (and stay there: a stationary point). 0.1 is close to 1/sqrt(hidden_size), the fan-in scale.
+        initializer_range (`float`, defaults to 0.1): std of the normal initialisation of this tower's weights.
+            Not in the paper. BERT's and ViT's 0.02 is sized for width 768; at width 64 each linear layer would
+            shrink its input about six-fold, every pooled state would be almost the same for every input, and with
+            the paper's Adam at 1e-3 the ITC features collapse to one direction within a few steps (a stationary
+            point). 0.1 is close to 1/sqrt(hidden_size), the fan-in scale.
     """
-
-    model_type = "mvaema_vision_model"
-    base_config_key = "vision_config"
 
     hidden_size: int = 64
     intermediate_size: int = 256
     num_hidden_layers: int = 6
     num_attention_heads: int = 4
-    image_size: int = 224
-    patch_size: int = 32
-    num_channels: int = 3
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
     attention_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.0
     initializer_range: float = 0.1
+
+    def validate_architecture(self):
+        tower = self.base_config_key
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"{tower} hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; pick a hidden_size that is a multiple of the head count (the paper "
+                "uses 64 = 4 heads x 16)."
+            )
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{tower} {name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("attention_dropout", "hidden_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{tower} {name} must be in [0, 1), got {getattr(self, name)}.")
+
+
+@strict
+class MVaEMaVisionConfig(MVaEMaTowerConfig):
+    r"""
+    Configuration of the MVaEMa image encoder, a pre-LayerNorm ViT whose first token ([CLS]) summarises the image.
+    The shared fields are those of [`MVaEMaTowerConfig`].
+
+    Args:
+        image_size (`int`, defaults to 224): paper (micrographs are resized to 224 x 224).
+        patch_size (`int`, defaults to 32): paper (non-overlapping 32 px patches, so 7 x 7 = 49 patches + [CLS]).
+        num_channels (`int`, defaults to 3): RGB; greyscale micrographs are replicated by the processor.
+    """
+
+    model_type = "mvaema_vision_model"
+    base_config_key = "vision_config"
+
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
     def validate_architecture(self):
-        _check_transformer_shape(self, "vision_config")
+        super().validate_architecture()
         if self.image_size % self.patch_size != 0:
             raise ValueError(
-                f"configuration_mvaema.py: vision_config image_size={self.image_size} is not divisible by "
-                f"patch_size={self.patch_size}; patches must tile the image (the paper uses 224 / 32 = 7)."
+                f"vision_config image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                "patches must tile the image (the paper uses 224 / 32 = 7)."
             )
 
 
 @strict
-class MVaEMaTextConfig(PreTrainedConfig):
+class MVaEMaTextConfig(MVaEMaTowerConfig):
     r"""
     Configuration of the MVaEMa text stack. One stack of `num_hidden_layers` layers serves three modes: the unimodal
     text encoder (bidirectional self-attention), the image-grounded encoder (plus cross-attention to the image) and the
-    answer decoder (causal self-attention plus the same cross-attention and feed-forward weights).
+    answer decoder (causal self-attention plus the same cross-attention and feed-forward weights). The shared fields
+    are those of [`MVaEMaTowerConfig`].
 
     Args:
         vocab_size (`int`, defaults to 8192): size of the WordPiece vocabulary trained on the corpus; set it from the
             tokenizer (`MVaEMaConfig.from_tokenizer`).
-        hidden_size (`int`, defaults to 64), num_attention_heads (`int`, defaults to 4): paper.
-        intermediate_size (`int`, defaults to 256): 4 x hidden (not in the paper).
-        num_hidden_layers (`int`, defaults to 6): not in the paper, same depth as the image encoder.
         max_position_embeddings (`int`, defaults to 128): covers the processor's 48 question and 64 answer tokens.
-        hidden_act, layer_norm_eps, attention_dropout, hidden_dropout, initializer_range: as for the image encoder.
     """
 
     model_type = "mvaema_text_model"
     base_config_key = "text_config"
 
     vocab_size: int = 8192
-    hidden_size: int = 64
-    intermediate_size: int = 256
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 4
     max_position_embeddings: int = 128
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    attention_dropout: float | int = 0.0
-    hidden_dropout: float | int = 0.0
-    initializer_range: float = 0.1
 
     def validate_architecture(self):
-        _check_transformer_shape(self, "text_config")
+        super().validate_architecture()
         if self.vocab_size < 8:
             raise ValueError(
-                f"configuration_mvaema.py: text_config vocab_size={self.vocab_size} cannot hold the 7 special tokens "
-                "plus text; set it from the tokenizer with MVaEMaConfig.from_tokenizer(tokenizer)."
+                f"text_config vocab_size={self.vocab_size} cannot hold the 7 special tokens plus text; set it from "
+                "the tokenizer with MVaEMaConfig.from_tokenizer(tokenizer)."
             )
 
 
@@ -166,8 +164,7 @@ class MVaEMaConfig(PreTrainedConfig):
             negatives are the hardest (`"uniform"`: the first other), so validation losses are reproducible. Hard
             negatives assume no other image of the batch fits the text; on a corpus whose texts mostly name the
             category, ITC's most similar images are micrographs of the same category, which nearly do, and ITM can
-            stay at chance (measured on the synthetic corpus: 0.64 = chance with `"sample"`, 0.28 with `"uniform"`;
-            README, Training).
+            stay at chance; `"uniform"` then still gives it negatives it can tell apart.
         itm_pairs_per_image (`int`, defaults to 1): how many of each micrograph's question/answer pairs the ITM loss
             scores per batch, each with its hard negative image and hard negative text (3 grounded-encoder sequences per
             pair); 0 scores every pair, as BLIP does with one caption per image. Batches group several questions per
@@ -177,8 +174,6 @@ class MVaEMaConfig(PreTrainedConfig):
             whole batch (every image and every answer); the pair is drawn at random while training (so every pair
             takes its turn over the epochs) and is the first of each micrograph in eval mode (reproducible validation
             losses). The ITM objective stays the paper's binary cross-entropy over matching and non-matching pairs.
-            Measured at batch 48 with 4 questions per image: the training step is 1.6x faster than with 0
-            (benchmarks/README.md).
         contrastive_max_length (`int`, defaults to 48): ITC and ITM read a pair's text "[CLS] caption question [SEP]
             answer" up to this many tokens (the grounded encoder's copy starts with [ENC]). 48 holds the caption, the
             question and the answer's first sentence (which names what is specific to the image); the ITM pass runs
@@ -252,7 +247,7 @@ class MVaEMaConfig(PreTrainedConfig):
             return cls(**kwargs)
         if ablation not in ABLATIONS:
             raise ValueError(
-                f"configuration_mvaema.py: unknown ablation {ablation!r}; use one of {sorted(ABLATIONS)} "
+                f"unknown ablation {ablation!r}; use one of {sorted(ABLATIONS)} "
                 "(or None for the full model)."
             )
         return cls(**{**kwargs, ABLATIONS[ablation]: False})
@@ -268,7 +263,7 @@ class MVaEMaConfig(PreTrainedConfig):
         ]
         if missing:
             raise ValueError(
-                f"configuration_mvaema.py: the tokenizer has no {missing} token(s); build it with "
+                f"the tokenizer has no {missing} token(s); build it with "
                 "processing_mvaema.train_wordpiece_tokenizer, which adds [PAD] [UNK] [CLS] [SEP] [MASK] [ENC] [DEC]."
             )
         text_config = {**kwargs.pop("text_config", {}), "vocab_size": len(tokenizer)}
@@ -290,43 +285,43 @@ class MVaEMaConfig(PreTrainedConfig):
         }
         negative = {name: weight for name, weight in weights.items() if weight < 0}
         if negative:
-            raise ValueError(f"configuration_mvaema.py: loss weights must be >= 0, got {negative}.")
+            raise ValueError(f"loss weights must be >= 0, got {negative}.")
         active = (self.use_itc and self.itc_loss_weight > 0) or (self.use_itm and self.itm_loss_weight > 0)
         if not active and self.lm_loss_weight == 0:
             raise ValueError(
-                "configuration_mvaema.py: every loss is disabled (use_itc/use_itm off or weight 0, lm_loss_weight 0); "
+                "every loss is disabled (use_itc/use_itm off or weight 0, lm_loss_weight 0); "
                 "enable at least one objective."
             )
         if self.itm_negatives not in ITM_NEGATIVE_MODES:
             raise ValueError(
-                f"configuration_mvaema.py: itm_negatives={self.itm_negatives!r}; use one of {ITM_NEGATIVE_MODES}."
+                f"itm_negatives={self.itm_negatives!r}; use one of {ITM_NEGATIVE_MODES}."
             )
         if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
             raise ValueError(
-                "configuration_mvaema.py: need 0 < temperature_min <= temperature_init <= temperature_max, got "
+                "need 0 < temperature_min <= temperature_init <= temperature_max, got "
                 f"{self.temperature_min}, {self.temperature_init}, {self.temperature_max}."
             )
         if self.itm_pairs_per_image < 0:
             raise ValueError(
-                f"configuration_mvaema.py: itm_pairs_per_image must be >= 0 (0 = every pair), got "
+                f"itm_pairs_per_image must be >= 0 (0 = every pair), got "
                 f"{self.itm_pairs_per_image}."
             )
         if self.projection_dim < 1 or self.contrastive_max_length < 1:
             raise ValueError(
-                "configuration_mvaema.py: projection_dim and contrastive_max_length must be >= 1, got "
+                "projection_dim and contrastive_max_length must be >= 1, got "
                 f"{self.projection_dim} and {self.contrastive_max_length}."
             )
 
     def validate_ablation_switches(self):
         if not self.use_cross_attention and not self.use_self_attention:
             raise ValueError(
-                "configuration_mvaema.py: use_cross_attention=False and use_self_attention=False together leave the "
+                "use_cross_attention=False and use_self_attention=False together leave the "
                 "image no way into the grounded encoder (without cross-attention the image enters as a prefix of "
                 "the self-attention); disable one of them, not both."
             )
         if not self.use_cross_attention and not self.use_causal_self_attention:
             raise ValueError(
-                "configuration_mvaema.py: use_cross_attention=False and use_causal_self_attention=False together "
+                "use_cross_attention=False and use_causal_self_attention=False together "
                 "leave the decoder no way to read the question and image; disable one of them, not both."
             )
 
@@ -336,11 +331,11 @@ class MVaEMaConfig(PreTrainedConfig):
         outside = {name: token_id for name, token_id in ids.items() if not 0 <= token_id < vocab_size}
         if outside:
             raise ValueError(
-                f"configuration_mvaema.py: special token ids {outside} are outside the vocabulary "
+                f"special token ids {outside} are outside the vocabulary "
                 f"(text_config.vocab_size={vocab_size}); build the config with MVaEMaConfig.from_tokenizer(tokenizer)."
             )
         if len(set(ids.values())) != len(ids):
-            raise ValueError(f"configuration_mvaema.py: special token ids must be distinct, got {ids}.")
+            raise ValueError(f"special token ids must be distinct, got {ids}.")
 
 
 MVaEMaConfig.register_for_auto_class()
@@ -351,5 +346,6 @@ __all__ = [
     "SPECIAL_TOKENS",
     "MVaEMaConfig",
     "MVaEMaTextConfig",
+    "MVaEMaTowerConfig",
     "MVaEMaVisionConfig",
 ]

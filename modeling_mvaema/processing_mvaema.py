@@ -38,7 +38,7 @@ def train_wordpiece_tokenizer(
     special_tokens = list(SPECIAL_TOKENS.values())
     if vocab_size <= len(special_tokens) + 2 * len(ALPHABET):
         raise ValueError(
-            f"processing_mvaema.py: vocab_size={vocab_size} is too small; it must exceed the special tokens and the "
+            f"vocab_size={vocab_size} is too small; it must exceed the special tokens and the "
             f"character alphabet ({len(special_tokens) + 2 * len(ALPHABET)} entries)."
         )
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
@@ -160,12 +160,17 @@ class MVaEMaProcessor(ProcessorMixin):
         return_tensors: str = "pt",
         max_question_length: int | None = None,
         max_answer_length: int | None = None,
+        text: str | Sequence[str] | None = None,
+        **kwargs,
     ) -> BatchFeature:
         """
         Args:
             images: PIL images in any mode (RGB, L, P, I;16, CMYK, RGBA, ...), one per question, or the distinct
                 images of the batch together with `image_index`.
             questions: one string per QA pair.
+            text: the same as `questions`, under the name transformers' processors and the `image-text-to-text`
+                pipeline use (pass one of the two). Other keyword arguments pipelines add (padding, truncation) are
+                ignored: prompts are always padded to the longest and cut at `max_question_length`.
             captions: per question an optional caption (or None), placed before the question.
             answers: per question the target answer (training); gives `labels`.
             image_index: per question the position of its image in `images` (each image is then encoded once).
@@ -174,6 +179,13 @@ class MVaEMaProcessor(ProcessorMixin):
         ("[CLS] caption question [SEP]", padded to the longest), and if given `labels` `(B, La)` ("answer [SEP]",
         -100 on padding) and `image_index` `(B,)`.
         """
+        if text is not None:
+            if questions is not None:
+                raise ValueError("pass the questions as `questions` or as `text`, not both.")
+            questions = text
+        if images is not None and not isinstance(images, Image.Image) and isinstance(images, Sequence):
+            # Pipelines nest images per prompt: [[image], [image]] -> [image, image] (one image per question).
+            images = [image for group in images for image in (group if isinstance(group, (list, tuple)) else [group])]
         questions = self._check_texts("questions", [questions] if isinstance(questions, str) else questions)
         batch_size = len(questions)
         captions = self._check_optional_list("captions", captions, batch_size)
@@ -191,11 +203,11 @@ class MVaEMaProcessor(ProcessorMixin):
                 data["image_index"] = self._check_image_index(image_index, batch_size, len(images))
             elif len(images) != batch_size:
                 raise ValueError(
-                    f"processing_mvaema.py: {len(images)} images for {batch_size} questions; give one image per "
+                    f"{len(images)} images for {batch_size} questions; give one image per "
                     "question or pass image_index (the image position of each question)."
                 )
         elif image_index is not None:
-            raise ValueError("processing_mvaema.py: image_index was given without images.")
+            raise ValueError("image_index was given without images.")
         return BatchFeature(data=dict(data), tensor_type=return_tensors)
 
     def prepare_label_texts(
@@ -229,12 +241,12 @@ class MVaEMaProcessor(ProcessorMixin):
         as `question_input_ids`/`question_attention_mask` `(1, Lq)`: the text side of `model.classify`."""
         if not (self.category_names and self.category_texts and self.classification_question):
             raise ValueError(
-                "processing_mvaema.py: this processor has no categories; set category_names, category_texts and "
+                "this processor has no categories; set category_names, category_texts and "
                 "classification_question (run_instruct_tuning.py saves them with the model)."
             )
         if len(self.category_names) != len(self.category_texts):
             raise ValueError(
-                f"processing_mvaema.py: {len(self.category_names)} category_names but {len(self.category_texts)} "
+                f"{len(self.category_names)} category_names but {len(self.category_texts)} "
                 "category_texts; give one text per category."
             )
         question = self(questions=[self.classification_question], return_tensors=return_tensors)
@@ -282,6 +294,13 @@ class MVaEMaProcessor(ProcessorMixin):
     def decode(self, token_ids, skip_special_tokens: bool = True, **kwargs) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs).strip()
 
+    def post_process_image_text_to_text(
+        self, generated_outputs, skip_special_tokens: bool = True, **kwargs
+    ) -> list[str]:
+        """Generated ids `(B, L)` -> answer strings, for the `image-text-to-text` pipeline. MVaEMa is an
+        encoder-decoder: its output holds the answer alone (no echo of the prompt to cut off)."""
+        return self.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
     def _question_ids(
         self, questions: list[str], captions: list[str | None] | None, max_length: int
     ) -> list[list[int]]:
@@ -295,7 +314,7 @@ class MVaEMaProcessor(ProcessorMixin):
         budget = max_length - 2
         if budget < 1:
             raise ValueError(
-                f"processing_mvaema.py: max_question_length={max_length} leaves no room for the question."
+                f"max_question_length={max_length} leaves no room for the question."
             )
         ids = []
         for question, caption in zip(question_tokens, caption_tokens, strict=True):
@@ -314,11 +333,11 @@ class MVaEMaProcessor(ProcessorMixin):
     @staticmethod
     def _check_texts(name: str, texts) -> list[str]:
         if texts is None or isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
-            raise ValueError(f"processing_mvaema.py: {name} must be a non-empty list of strings, got {texts!r:.80}.")
+            raise ValueError(f"{name} must be a non-empty list of strings, got {texts!r:.80}.")
         for position, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(
-                    f"processing_mvaema.py: {name}[{position}] is {text!r:.80}; every entry must be non-empty text."
+                    f"{name}[{position}] is {text!r:.80}; every entry must be non-empty text."
                 )
         return list(texts)
 
@@ -327,10 +346,10 @@ class MVaEMaProcessor(ProcessorMixin):
         if values is None:
             return None
         if isinstance(values, str) or not isinstance(values, Sequence):
-            raise ValueError(f"processing_mvaema.py: {name} must be a list with one entry per question.")
+            raise ValueError(f"{name} must be a list with one entry per question.")
         if len(values) != batch_size:
             raise ValueError(
-                f"processing_mvaema.py: {len(values)} {name} for {batch_size} questions; give one per question."
+                f"{len(values)} {name} for {batch_size} questions; give one per question."
             )
         return list(values)
 
@@ -339,13 +358,13 @@ class MVaEMaProcessor(ProcessorMixin):
         images = [images] if isinstance(images, Image.Image) else images
         if not isinstance(images, Sequence) or len(images) == 0:
             raise TypeError(
-                f"processing_mvaema.py: images must be a PIL image or a non-empty list of them, got "
+                f"images must be a PIL image or a non-empty list of them, got "
                 f"{type(images).__name__}."
             )
         for position, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(
-                    f"processing_mvaema.py: images[{position}] is a {type(image).__name__}, not a PIL image; open "
+                    f"images[{position}] is a {type(image).__name__}, not a PIL image; open "
                     "files with PIL.Image.open (arrays: PIL.Image.fromarray)."
                 )
         return [to_rgb(image) for image in images]
@@ -355,11 +374,11 @@ class MVaEMaProcessor(ProcessorMixin):
         image_index = list(image_index)
         if len(image_index) != batch_size:
             raise ValueError(
-                f"processing_mvaema.py: image_index has {len(image_index)} entries for {batch_size} questions."
+                f"image_index has {len(image_index)} entries for {batch_size} questions."
             )
         if any(not 0 <= index < num_images for index in image_index):
             raise ValueError(
-                f"processing_mvaema.py: image_index values must lie in [0, {num_images - 1}] (positions in images), "
+                f"image_index values must lie in [0, {num_images - 1}] (positions in images), "
                 f"got {image_index}."
             )
         return image_index

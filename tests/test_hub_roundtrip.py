@@ -3,31 +3,16 @@ import our packages, offline, and gives the same outputs as the original."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import torch
+from isolated_python import run_elsewhere
 from model_fixtures import ANSWERS, CAPTIONS, QUESTIONS, micrographs, qa_batch, tiny_model, tiny_processor
 
-import modeling_mvaema
-
 IMAGE_INDEX = [0, 0, 1, 2]
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(modeling_mvaema.__file__)))
 
-# Runs in a fresh interpreter: `-I` drops PYTHONPATH, the working directory and the user site; the editable install's
-# import hook is removed too, so `modeling_mvaema` can only come from the code copied into the saved folder.
 LOADER = textwrap.dedent(
     """
-    import importlib.util, sys
-    def editable(hook):
-        return getattr(hook, "__module__", "").startswith("__editable__")
-    sys.meta_path = [finder for finder in sys.meta_path if not editable(finder) and not editable(type(finder))]
-    sys.path_hooks = [hook for hook in sys.path_hooks if not editable(hook)]
-    sys.path = [entry for entry in sys.path if entry.rstrip("/") != REPO_ROOT and not entry.startswith("__editable__")]
-    sys.path_importer_cache.clear()
-    assert importlib.util.find_spec("modeling_mvaema") is None, "the package must not be importable here"
-
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoModelForVisualQuestionAnswering, AutoProcessor
@@ -63,39 +48,22 @@ def test_saved_model_and_processor_load_with_auto_classes_elsewhere(tmp_path):
     model.save_pretrained(saved)
     processor.save_pretrained(saved)
     files = set(os.listdir(saved))
-    assert {"model.safetensors", "modeling_mvaema.py", "configuration_mvaema.py", "processing_mvaema.py"} <= files
+    shipped_code = {"modeling_mvaema.py", "layers_mvaema.py", "losses_mvaema.py", "configuration_mvaema.py", "processing_mvaema.py"}
+    assert {"model.safetensors", *shipped_code} <= files
     assert not any(name.endswith(".bin") for name in files)
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForVisualQuestionAnswering"}
+    assert set(auto_map) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForVisualQuestionAnswering",
+        "AutoModelForImageTextToText",
+        "AutoModelForZeroShotImageClassification",
+    }
     for index, image in enumerate(micrographs(max(IMAGE_INDEX) + 1)):
         image.save(tmp_path / f"image_{index}.png")
 
-    script = tmp_path / "load_elsewhere.py"
-    constants = {
-        "REPO_ROOT": REPO_ROOT,
-        "QUESTIONS": QUESTIONS,
-        "CAPTIONS": CAPTIONS,
-        "ANSWERS": ANSWERS,
-        "IMAGE_INDEX": IMAGE_INDEX,
-    }
-    script.write_text("".join(f"{name} = {value!r}\n" for name, value in constants.items()) + LOADER)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    environment = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-I", str(script), str(saved), str(tmp_path), str(tmp_path / "out.pt")],
-        cwd=elsewhere,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    constants = {"QUESTIONS": QUESTIONS, "CAPTIONS": CAPTIONS, "ANSWERS": ANSWERS, "IMAGE_INDEX": IMAGE_INDEX}
+    run_elsewhere(tmp_path, LOADER, [str(saved), str(tmp_path), str(tmp_path / "out.pt")], constants)
     loaded = torch.load(tmp_path / "out.pt", weights_only=False)
     assert loaded["model_module"].startswith("transformers_modules.")
     assert loaded["processor_module"].startswith("transformers_modules.")

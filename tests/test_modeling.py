@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
 from model_fixtures import ANSWERS, IMAGE_SIZE, QUESTIONS, micrographs, qa_batch, tiny_model, tiny_processor, tiny_tokenizer
 
-from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, modeling_mvaema
-from modeling_mvaema.modeling_mvaema import compile_for_training, image_text_contrastive_loss, pairs_per_key
+from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, layers_mvaema
+from modeling_mvaema.losses_mvaema import image_text_contrastive_loss, micrograph_keys, pair_texts, pairs_per_key
+from modeling_mvaema.modeling_mvaema import compile_for_training
 
 SHARED_IMAGES = [0, 0, 1, 2]  # questions 0 and 1 are about the same micrograph
 
@@ -76,14 +77,14 @@ def test_forward_itc_loss_equals_recomputation_from_unpadded_pair_texts():
     batch = qa_batch(processor, SHARED_IMAGES)
     with torch.no_grad():
         output = model(**batch)
-        image_features = F.normalize(model.vision_projection(output.image_embeds[:, 0]), dim=-1)
+        image_features = F.normalize(model.mvaema.vision_projection(output.image_embeds[:, 0]), dim=-1)
         text_features = torch.cat(
             [
-                F.normalize(model.text_projection(model.text_model(ids, mask)[:, 0]), dim=-1)
+                F.normalize(model.mvaema.text_projection(model.mvaema.text_model(ids, mask)[:, 0]), dim=-1)
                 for ids, mask in pair_rows(batch, model.config)
             ]
         )
-    expected = reference_itc(image_features, text_features, [0, 1, 2], SHARED_IMAGES, model.temperature)
+    expected = reference_itc(image_features, text_features, [0, 1, 2], SHARED_IMAGES, model.mvaema.temperature)
     torch.testing.assert_close(output.loss_itc, expected)
 
 
@@ -93,14 +94,14 @@ def test_image_keys_make_repeated_rows_one_micrograph():
     keys = [11, 12, 11, 13]  # rows 0 and 2 are two views (say, crops) of one micrograph
     with torch.no_grad():
         output = model(**batch, image_keys=torch.tensor(keys))
-        image_features = F.normalize(model.vision_projection(output.image_embeds[:, 0]), dim=-1)
+        image_features = F.normalize(model.mvaema.vision_projection(output.image_embeds[:, 0]), dim=-1)
         text_features = torch.cat(
             [
-                F.normalize(model.text_projection(model.text_model(ids, mask)[:, 0]), dim=-1)
+                F.normalize(model.mvaema.text_projection(model.mvaema.text_model(ids, mask)[:, 0]), dim=-1)
                 for ids, mask in pair_rows(batch, model.config)
             ]
         )
-        expected = reference_itc(image_features, text_features, keys, keys, model.temperature)
+        expected = reference_itc(image_features, text_features, keys, keys, model.mvaema.temperature)
         torch.testing.assert_close(output.loss_itc, expected)
         assert not torch.allclose(model(**batch).loss_itc, expected)  # without keys row 2 is another image
     with pytest.raises(ValueError, match="share a row of pixel_values"):
@@ -120,11 +121,11 @@ def test_itm_negatives_never_use_the_pairs_own_micrograph(mode):
         image_index[:2] = torch.tensor([0, 1])  # at least two distinct micrographs
         text_keys = row_keys[image_index]
         text_to_image = torch.randn(7, 4, generator=generator) * 5
-        negative_images, negative_texts = model._itm_negatives(text_to_image, image_index, row_keys, text_keys)
+        negative_images, negative_texts = model.itm_negatives(text_to_image, image_index, row_keys, text_keys)
         assert (row_keys[negative_images] != text_keys).all()
         assert (text_keys[negative_texts] != text_keys).all()
     model.eval()  # eval: the hardest (most similar) image and text of another micrograph
-    negative_images, negative_texts = model._itm_negatives(text_to_image, image_index, row_keys, text_keys)
+    negative_images, negative_texts = model.itm_negatives(text_to_image, image_index, row_keys, text_keys)
     if mode == "uniform":  # similarities are ignored: the first other micrograph
         text_to_image = torch.zeros_like(text_to_image)
     masked = text_to_image.masked_fill(text_keys[:, None] == row_keys, float("-inf"))
@@ -144,9 +145,9 @@ def test_itm_loss_equals_pair_by_pair_recomputation(pairs_per_image, scored):
         output = model(**batch)
         image_embeds = output.image_embeds
         texts = pair_rows(batch, model.config)
-        image_features = F.normalize(model.vision_projection(image_embeds[:, 0]), dim=-1)
+        image_features = F.normalize(model.mvaema.vision_projection(image_embeds[:, 0]), dim=-1)
         text_features = torch.cat(
-            [F.normalize(model.text_projection(model.text_model(ids, mask)[:, 0]), dim=-1) for ids, mask in texts]
+            [F.normalize(model.mvaema.text_projection(model.mvaema.text_model(ids, mask)[:, 0]), dim=-1) for ids, mask in texts]
         )
         similarity = text_features @ image_features.T
         image_index = torch.tensor(SHARED_IMAGES)
@@ -158,8 +159,8 @@ def test_itm_loss_equals_pair_by_pair_recomputation(pairs_per_image, scored):
         logits, targets = [], []
         for text, image, target in pairs:
             ids, mask = texts[text]
-            states = model._grounded_states(image_embeds[int(image)][None], None, ids, mask)
-            logits.append(model.itm_head(states[:, 0]).squeeze())
+            states = model.mvaema.grounded_text_states(image_embeds[int(image)][None], None, ids, mask)
+            logits.append(model.mvaema.itm_head(states[:, 0]).squeeze())
             targets.append(target)
     expected = F.binary_cross_entropy_with_logits(torch.stack(logits), torch.tensor(targets))
     torch.testing.assert_close(output.loss_itm, expected)
@@ -170,7 +171,7 @@ def test_uniform_itm_negatives_ignore_the_similarities():
     row_keys, image_index = torch.arange(4), torch.arange(8) % 4
     text_to_image = torch.tensor([[0.0, 100.0, 0.0, 0.0]]).expand(8, -1)  # image 1 is by far the most similar
     torch.manual_seed(0)
-    chosen = torch.cat([model._itm_negatives(text_to_image, image_index, row_keys, image_index)[0] for _ in range(20)])
+    chosen = torch.cat([model.itm_negatives(text_to_image, image_index, row_keys, image_index)[0] for _ in range(20)])
     about_micrograph_0 = (image_index == 0).repeat(20)
     assert set(chosen[about_micrograph_0].tolist()) == {1, 2, 3}
 
@@ -193,7 +194,7 @@ def test_single_image_batch_skips_itm_and_still_trains():
     output = model(**qa_batch(processor, [0, 0, 0, 0]))
     assert output.loss_itm is None and torch.isfinite(output.loss_itc) and torch.isfinite(output.loss_lm)
     output.loss.backward()
-    assert model.itm_head.weight.grad is None and model.vision_projection.weight.grad is not None
+    assert model.mvaema.itm_head.weight.grad is None and model.mvaema.vision_projection.weight.grad is not None
 
 
 def test_lm_loss_ignores_padding_and_padding_does_not_leak():
@@ -311,7 +312,7 @@ def test_encoder_and_decoder_share_exactly_cross_attention_and_feed_forward():
         loss.backward()
         return {
             name
-            for name, p in model.text_model.layers.named_parameters()
+            for name, p in model.mvaema.text_model.layers.named_parameters()
             if p.grad is not None and p.grad.abs().sum() > 0
         }
 
@@ -333,15 +334,15 @@ def test_encoder_and_decoder_share_exactly_cross_attention_and_feed_forward():
     assert blocks(decoder_parameters - encoder_parameters) == {(str(i), "causal_self_attention") for i in layers}
     all_parameters = list(model.named_parameters(remove_duplicate=False))
     aliases = {name for name, p in all_parameters if sum(q is p for _, q in all_parameters) > 1}
-    assert aliases == {"lm_head.weight", "text_model.embeddings.word_embeddings.weight"}  # the tied LM head only
+    assert aliases == {"lm_head.weight", "mvaema.text_model.embeddings.word_embeddings.weight"}  # the tied LM head only
 
 
 ABSENT_MODULES = {
-    "no_itc": lambda model: model.vision_projection is None and model.temperature is None,
-    "no_itm": lambda model: model.itm_head is None,
-    "no_sa": lambda model: all(layer.self_attention is None for layer in model.text_model.layers),
-    "no_ca": lambda model: all(layer.cross_attention is None for layer in model.text_model.layers),
-    "no_csa": lambda model: all(layer.causal_self_attention is None for layer in model.text_model.layers),
+    "no_itc": lambda model: model.mvaema.vision_projection is None and model.mvaema.temperature is None,
+    "no_itm": lambda model: model.mvaema.itm_head is None,
+    "no_sa": lambda model: all(layer.self_attention is None for layer in model.mvaema.text_model.layers),
+    "no_ca": lambda model: all(layer.cross_attention is None for layer in model.mvaema.text_model.layers),
+    "no_csa": lambda model: all(layer.causal_self_attention is None for layer in model.mvaema.text_model.layers),
 }
 
 
@@ -484,7 +485,7 @@ def test_training_fast_paths_leave_losses_and_gradients_unchanged(ablation, monk
     assert (batch["labels"] == -100).any() and (batch["attention_mask"] == 0).any(), "the batch needs padding"
     fast, fast_gradients = train_step(tiny_model(ablation).train(), batch)
     with monkeypatch.context() as patch:
-        patch.setattr(modeling_mvaema, "add_on_rows", lambda states, block, rows: states + block(states))
+        patch.setattr(layers_mvaema, "residual_on_rows", lambda states, block, rows: states + block(states))
         plain, plain_gradients = train_step(tiny_model(ablation).train(), batch, return_logits=True)
     assert fast.logits is None and plain.logits.shape == (*batch["labels"].shape, tiny_model().config.text_config.vocab_size)
     for name in ("loss", "loss_itc", "loss_itm", "loss_lm"):
@@ -518,8 +519,8 @@ def test_text_stack_skips_only_positions_nobody_reads():
     batch = qa_batch(processor)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
-        skipping = model.text_model(ids, mask)  # bidirectional: padding is skipped by default
-        everything = model.text_model(ids, mask, read_positions=torch.ones_like(mask))
+        skipping = model.mvaema.text_model(ids, mask)  # bidirectional: padding is skipped by default
+        everything = model.mvaema.text_model(ids, mask, read_positions=torch.ones_like(mask))
     torch.testing.assert_close(skipping[mask.bool()], everything[mask.bool()])
     assert not torch.allclose(skipping[~mask.bool()], everything[~mask.bool()])  # padding really was skipped
     # The decoder keeps every position up to the last scored label, unscored ones (a prompt) included.
@@ -542,7 +543,7 @@ def test_itm_pairs_take_at_most_the_limit_per_micrograph_and_all_take_turns():
 def test_each_micrograph_is_one_itm_positive_per_step_by_default():
     model, processor = tiny_model().train(), tiny_processor()
     scored = []
-    model._itm_logits = lambda ids, mask, embeds, rows: scored.append(len(rows)) or torch.zeros(len(rows))
+    model.mvaema.itm_logits = lambda ids, mask, embeds, rows: scored.append(len(rows)) or torch.zeros(len(rows))
     model(**qa_batch(processor, SHARED_IMAGES))  # 4 pairs about 3 micrographs
     model.config.itm_pairs_per_image = 0
     model(**qa_batch(processor, SHARED_IMAGES))
@@ -570,7 +571,7 @@ def test_itc_across_two_processes_equals_the_single_process_loss(tmp_path):
         textwrap.dedent(
             """
             import torch, torch.distributed as dist, torch.nn.functional as F
-            from modeling_mvaema.modeling_mvaema import MVaEMaForQuestionAnswering, image_text_contrastive_loss
+            from modeling_mvaema.losses_mvaema import image_text_contrastive_loss, micrograph_keys
 
             def loss_and_grads(images, texts, image_keys, text_keys):
                 images, texts = images.detach().requires_grad_(), texts.detach().requires_grad_()
@@ -595,7 +596,7 @@ def test_itc_across_two_processes_equals_the_single_process_loss(tmp_path):
             local_index = image_index[mine_texts]
             for name, (image_keys, text_keys) in scenarios.items():
                 given = None if name == "default" else text_keys[mine_texts]
-                row_keys, pair_keys = MVaEMaForQuestionAnswering._image_keys(local_index, given, 3)
+                row_keys, pair_keys = micrograph_keys(local_index, given, 3)
                 local_images = images[mine_images].clone().requires_grad_()
                 local_texts = texts[mine_texts].clone().requires_grad_()
                 loss = image_text_contrastive_loss(
@@ -631,10 +632,10 @@ def test_each_tower_is_initialised_at_its_own_scale():
     )
     torch.manual_seed(0)
     model = MVaEMaForQuestionAnswering(config)
-    vision = [model.vision_model.embeddings.patch_embedding.weight, model.vision_projection.weight]
-    vision += [p for n, p in model.vision_model.layers.named_parameters() if n.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
-    text = [model.text_model.embeddings.word_embeddings.weight[1:], model.text_projection.weight]
-    text += [p for n, p in model.text_model.layers.named_parameters() if n.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
+    vision = [model.mvaema.vision_model.embeddings.patch_embedding.weight, model.mvaema.vision_projection.weight]
+    vision += [p for n, p in model.mvaema.vision_model.layers.named_parameters() if n.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
+    text = [model.mvaema.text_model.embeddings.word_embeddings.weight[1:], model.mvaema.text_projection.weight]
+    text += [p for n, p in model.mvaema.text_model.layers.named_parameters() if n.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
     for weight in vision:
         assert weight.std().item() == pytest.approx(0.03, rel=0.15)
     for weight in text:
@@ -661,9 +662,9 @@ def test_default_model_keeps_itc_features_apart_under_the_papers_optimiser():
         optimizer.step()
         optimizer.zero_grad()
     with torch.no_grad():
-        image_features = model._image_features(model.vision_model(batch["pixel_values"]))
-        texts = model._pair_texts(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        text_features = model._text_features(*texts)
+        image_features = model.mvaema.normalized_image_features(model.mvaema.vision_model(batch["pixel_values"]))
+        texts = pair_texts(batch["input_ids"], batch["attention_mask"], batch["labels"], model.config.pad_token_id, model.config.contrastive_max_length)
+        text_features = model.mvaema.normalized_text_features(*texts)
     assert mean_pairwise_cosine(image_features) < 0.99
     assert mean_pairwise_cosine(text_features) < 0.99
 

@@ -1,0 +1,186 @@
+# Copyright 2026 The MVaEMa authors. Licensed under the Apache License, Version 2.0.
+"""The MVaEMa training objectives: image-text contrastive (ITC), image-text matching (ITM) with hard negatives, and
+language modelling (LM), as functions of features and logits.
+
+The model computes features (`MVaEMaModel.get_image_features`, `get_text_features`, `itm_logits`); these functions
+turn them into losses. One micrograph has many question/answer pairs, so every function that tells positives from
+negatives works on *image keys*: a global id per micrograph, equal for all of its pairs, on every process.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_across_ranks(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
+    """Rows of `tensor` from every rank, concatenated in rank order (the identity without torch.distributed).
+
+    Ranks may hold different numbers of rows (e.g. of distinct images), so rows are padded to the largest count for
+    the collective and trimmed afterwards. With `with_grad`, gradients flow back to each rank's own rows.
+    """
+    if not is_distributed():
+        return tensor
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = F.pad(tensor, (0, 0) * (tensor.ndim - 1) + (0, max(counts) - tensor.shape[0]))
+    if with_grad:
+        from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+        gathered = all_gather_with_grad(padded)
+    else:
+        gathered = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(gathered, padded)
+    return torch.cat([part[:n] for part, n in zip(gathered, counts, strict=True)])
+
+
+def contrastive_term(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row of `logits` against a uniform distribution over its positives (bool, same shape);
+    rows without a positive are left out. With exactly one positive per row this is the usual InfoNCE term."""
+    has_positive = positives.any(dim=1)
+    targets = positives[has_positive].float()
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    return -(targets * logits[has_positive].log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def image_text_contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    image_keys: torch.Tensor,
+    text_keys: torch.Tensor,
+    temperature: torch.Tensor,
+    across_ranks: bool = True,
+) -> torch.Tensor:
+    """Symmetric InfoNCE in which an image and a text are a positive pair when their keys are equal.
+
+    image_features `(I, D)` and text_features `(B, D)` are L2-normalised; image_keys `(I,)` and text_keys `(B,)` name
+    the micrograph (see `micrograph_keys`), so all questions about one micrograph are its positives, never its
+    negatives. Text-to-image and image-to-text terms each use soft targets spread evenly over the positives; with one
+    text per image this is the paper's L_ITC = (L_I2T + L_T2I) / 2. Under torch.distributed, with `across_ranks`, the
+    features of all ranks are gathered (with gradients) and each rank scores its own rows against all of them.
+    """
+    gather = gather_across_ranks if across_ranks else lambda tensor, with_grad: tensor
+    all_images = gather(image_features, with_grad=True)
+    all_texts = gather(text_features, with_grad=True)
+    all_image_keys = gather(image_keys, with_grad=False)
+    all_text_keys = gather(text_keys, with_grad=False)
+    text_to_image = contrastive_term(text_features @ all_images.T / temperature, text_keys[:, None] == all_image_keys)
+    image_to_text = contrastive_term(image_features @ all_texts.T / temperature, image_keys[:, None] == all_text_keys)
+    return (text_to_image + image_to_text) / 2
+
+
+def language_modeling_loss(
+    token_logits: torch.Tensor, token_labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens: token_logits `(T, vocab)`, token_labels `(T,)` (-100 ignored).
+
+    With `num_items_in_batch` (answer tokens of the whole global batch, all processes) it is this process's token-loss
+    sum times the world size over that count, so that DDP's averaging of gradients gives exactly the gradient of the
+    global per-token mean, whatever each process's share of tokens.
+    """
+    if num_items_in_batch is None:
+        return F.cross_entropy(token_logits, token_labels, ignore_index=-100)
+    world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    token_loss_sum = F.cross_entropy(token_logits, token_labels, ignore_index=-100, reduction="sum")
+    return token_loss_sum * world_size / num_items_in_batch
+
+
+def image_text_matching_loss(logits: torch.Tensor, num_positives: int) -> torch.Tensor:
+    """The paper's binary cross-entropy: logits `(N,)` of which the first `num_positives` are matching pairs."""
+    targets = torch.zeros_like(logits)
+    targets[:num_positives] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def micrograph_keys(
+    image_index: torch.Tensor, image_keys: torch.Tensor | None, num_images: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global identities of the images `(I,)` and of each pair's image `(B,)`: equal keys, same micrograph.
+
+    image_index `(B,)` is each pair's row of `pixel_values`. Default keys: that row, made unique across processes as
+    `row * world_size + rank`. With `image_keys` `(B,)` (e.g. dataset rows) a micrograph repeated in several rows or
+    on several processes is recognised too; rows that no pair uses get -1.
+    """
+    if image_keys is None:
+        world_size, rank = (dist.get_world_size(), dist.get_rank()) if is_distributed() else (1, 0)
+        row_keys = torch.arange(num_images, device=image_index.device) * world_size + rank
+        return row_keys, row_keys[image_index]
+    if image_keys.shape != image_index.shape or image_keys.dtype != torch.long or bool((image_keys < 0).any()):
+        raise ValueError(
+            f"image_keys must be a LongTensor of shape {list(image_index.shape)} with values >= 0 (one micrograph id "
+            f"per question), got {image_keys.dtype} {list(image_keys.shape)}."
+        )
+    row_keys = image_keys.new_full((num_images,), -1).scatter(0, image_index, image_keys)
+    if not torch.equal(row_keys[image_index], image_keys):
+        raise ValueError(
+            "questions that share a row of pixel_values (image_index) have different image_keys; give each "
+            "micrograph one key."
+        )
+    return row_keys, image_keys
+
+
+def pairs_per_key(keys: torch.Tensor, limit: int, shuffle: bool) -> torch.Tensor:
+    """Ascending indices of at most `limit` entries per distinct value of `keys` `(N,)`: random ones when `shuffle`,
+    else the first ones in order (`limit` 0: all of them)."""
+    positions = torch.arange(len(keys), device=keys.device)
+    if limit == 0:
+        return positions
+    order = torch.randperm(len(keys), device=keys.device) if shuffle else positions
+    sorted_keys, by_key = keys[order].sort(stable=True)
+    rank_within_key = positions - torch.searchsorted(sorted_keys, sorted_keys)
+    return order[by_key[rank_within_key < limit]].sort().values
+
+
+def pick_negatives(scores: torch.Tensor, positive: torch.Tensor, sample: bool) -> torch.Tensor:
+    """Per row, one column that is not `positive` (bool, same shape): drawn from softmax(scores) or the best score."""
+    scores = scores.masked_fill(positive, float("-inf"))
+    if sample:
+        return torch.multinomial(scores.softmax(dim=1), 1).squeeze(1)
+    return scores.argmax(dim=1)
+
+
+@torch.no_grad()
+def matching_negatives(
+    text_to_image: torch.Tensor,
+    image_index: torch.Tensor,
+    row_keys: torch.Tensor,
+    text_keys: torch.Tensor,
+    pairs: torch.Tensor,
+    sample: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM's negatives for the scored pairs `pairs` `(P,)`: an image row of another micrograph for each pair's text
+    `(P,)` and a text of the batch about another micrograph for each pair's image `(P,)`.
+
+    text_to_image `(B, I)`: the similarities negatives are drawn by (BLIP's hard negatives: ITC logits; all zeros for
+    uniform draws); sampled from their softmax when `sample`, else the most similar (ties: the first other).
+    """
+    pair_keys = text_keys[pairs, None]
+    negative_images = pick_negatives(text_to_image[pairs], pair_keys == row_keys[None, :], sample)
+    image_to_text = text_to_image.T[image_index[pairs]]
+    negative_texts = pick_negatives(image_to_text, pair_keys == text_keys[None, :], sample)
+    return negative_images, negative_texts
+
+
+def pair_texts(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, labels: torch.Tensor, pad_token_id: int, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ITC/ITM text of each pair `(B, T)` and its mask: the prompt "[CLS] caption question [SEP]" `(B, Lq)`
+    followed by the answer tokens of `labels` `(B, La)`, packed to the left and cut at `max_length` tokens.
+
+    The text of a pair is the whole instruction sample, as the paper's text encoder reads "caption + question": with a
+    caption it names the category (the strongest image-specific words), without one the answer carries what is
+    specific to the image.
+    """
+    tokens = torch.cat([prompt_ids, labels.masked_fill(labels.eq(-100), pad_token_id)], dim=1)
+    keep = torch.cat([prompt_mask.bool(), labels.ne(-100)], dim=1)
+    # A stable sort on "is padding" moves the kept tokens to the front and keeps their order.
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    length = min(int(keep.sum(dim=1).max()), max_length)
+    keep = keep.gather(1, order)[:, :length]
+    tokens = tokens.gather(1, order)[:, :length].masked_fill(~keep, pad_token_id)
+    return tokens, keep.long()
