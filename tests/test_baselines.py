@@ -13,7 +13,7 @@ from instruct_tuning.baselines import (
     train_and_evaluate_baseline,
 )
 from instruct_tuning.baselines.features import class_probabilities, fit_logistic_regression
-from instruct_tuning.baselines.models import trainable_parameters, vit_classifier
+from instruct_tuning.baselines.models import swin_classifier, trainable_parameters, vit_classifier
 from instruct_tuning.baselines.training import LabelledImages, optimizer_step_with_warmup
 from instruct_tuning.data import PixelStore, QATable
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
@@ -120,6 +120,13 @@ def test_vit_is_mvaema_vision_tower_plus_a_linear_head():
     assert trainable_parameters(vit) == vision_tower + (config.vision_config.hidden_size + 1) * len(CLASS_NAMES)
     assert (vit.config.patch_size, vit.config.num_hidden_layers, vit.config.num_attention_heads) == (32, 6, 4)
     assert (vit.config.initializer_range, vit.config.hidden_dropout_prob) == (0.1, 0.0)
+
+
+def test_swin_starts_at_mvaema_vision_initialisation_with_windows_inside_its_last_grid():
+    swin = swin_classifier(TINY_VISION, CLASS_NAMES)
+    assert swin.config.initializer_range == TINY_VISION.initializer_range == 0.1
+    assert swin.config.window_size == IMAGE_SIZE // TINY_VISION.patch_size  # 4: the last stage's 4 x 4 grid
+    assert swin_classifier(MVaEMaConfig().vision_config, CLASS_NAMES).config.window_size == 7
 
 
 def test_networks_are_at_most_mvaema_size():

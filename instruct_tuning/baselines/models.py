@@ -8,7 +8,7 @@ paper's sizes; 1.55 M for the whole model with an 8192-token vocabulary):
 |---|---|---|---|
 | vit | ViTForImageClassification | MVaEMa's vision config, field for field | 0.50 M |
 | resnet | ResNetForImageClassification | ResNet-18's depths (2, 2, 2, 2) at a quarter of its widths | 0.70 M |
-| swin | SwinForImageClassification | 3 stages of 2 blocks, widths 32/64/128, window 7 | 0.58 M |
+| swin | SwinForImageClassification | 3 stages of 2 blocks, widths 32/64/128, window 7, init std 0.1 | 0.58 M |
 """
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ def resnet_classifier(vision: MVaEMaVisionConfig, class_names: list[str]) -> Res
 def swin_classifier(vision: MVaEMaVisionConfig, class_names: list[str]) -> SwinForImageClassification:
     """A hierarchical transformer: patches a quarter of the ViT's side (8 px at 224), merged twice, so its last stage
     sees the ViT's patch grid (7 x 7 at 224 px) with windows that cover it. The window is never wider than that grid:
-    transformers' Swin would shrink it on smaller grids but keep a position bias sized for the wider window."""
+    transformers' Swin would shrink it on smaller grids but keep a position bias sized for the wider window.
+    Weights start at MVaEMa's vision initialisation (std 0.1, near 1/sqrt(width) here): at Swin's own 0.02 the
+    narrow layers shrink their inputs and its training loss barely fell in 15 epochs (fold 0 of 5 of the synthetic
+    corpus: top-1 0.26 at std 0.02, 0.52 at 0.1)."""
     config = SwinConfig(
         image_size=vision.image_size,
         patch_size=max(1, vision.patch_size // 4),
@@ -83,6 +86,7 @@ def swin_classifier(vision: MVaEMaVisionConfig, class_names: list[str]) -> SwinF
         num_heads=list(SWIN_HEADS),
         window_size=min(SWIN_WINDOW, vision.image_size // vision.patch_size),
         drop_path_rate=0.0,
+        initializer_range=vision.initializer_range,
         **label_maps(class_names),
     )
     return SwinForImageClassification(config)
