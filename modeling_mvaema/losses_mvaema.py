@@ -136,6 +136,16 @@ def pairs_per_key(keys: torch.Tensor, limit: int, shuffle: bool) -> torch.Tensor
     return order[by_key[rank_within_key < limit]].sort().values
 
 
+def token_sequence_keys(token_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A key `(N,)` per text `(N, L)` that is equal for equal token sequences (padding ignored), and the same on every
+    process: identical texts (the one caption of a category) are then one text to the contrastive loss, a positive for
+    every image it describes rather than a negative for all but one."""
+    ids = token_ids.masked_fill(attention_mask.eq(0), 0).long()
+    # Position weights below 2**31 and ids below 2**20 keep the sum of at most 2**10 products inside int64.
+    weights = torch.arange(1, ids.shape[1] + 1, device=ids.device).mul_(1_000_003).remainder_(2**31 - 1)
+    return (ids * weights).sum(dim=1) * 4096 + attention_mask.sum(dim=1)
+
+
 def pick_negatives(scores: torch.Tensor, positive: torch.Tensor, sample: bool) -> torch.Tensor:
     """Per row, one column that is not `positive` (bool, same shape): drawn from softmax(scores) or the best score."""
     scores = scores.masked_fill(positive, float("-inf"))

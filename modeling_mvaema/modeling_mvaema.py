@@ -36,6 +36,7 @@ from .losses_mvaema import (
     micrograph_keys,
     pair_texts,
     pairs_per_key,
+    token_sequence_keys,
 )
 
 CLASSIFY_METHODS = ("itc", "itm", "lm")
@@ -345,6 +346,10 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     pair_prompt_ids (`(B, Lp)`), pair_prompt_mask (`(B, Lp)`): the prompt ITC and ITM put before the answer instead
         of `input_ids`, e.g. with the caption that the VQA prompt leaves out (the caption describes the image whatever
         the question).
+    caption_ids (`(B, Lc)`), caption_mask (`(B, Lc)`): "[CLS] caption [SEP]" of each pair's image (the caption that
+        states its category). ITC then also contrasts each image with the captions of the batch, identical captions
+        being one text (`losses_mvaema.token_sequence_keys`): the caption of a category is a positive for every image of that
+        category. Zero-shot classification ranks exactly these caption texts.
     return_logits (`bool`): return the logits of every answer position. Default: yes, except in training mode with
         `labels`, where the LM head then runs on the answer tokens only (padding is about a third of a batch's answer
         grid and would cost a vocabulary-sized projection per position); `logits` is then None. Same loss either way.
@@ -354,6 +359,8 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     image_keys: torch.LongTensor | None
     pair_prompt_ids: torch.LongTensor | None
     pair_prompt_mask: torch.LongTensor | None
+    caption_ids: torch.LongTensor | None
+    caption_mask: torch.LongTensor | None
     return_logits: bool | None
 
 
@@ -619,7 +626,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 prompt_ids, prompt_mask, labels, self.config.pad_token_id, self.config.contrastive_max_length
             )
             losses["loss_itc"], losses["loss_itm"] = self._image_text_losses(
-                text_ids, text_mask, encoder_outputs, training_inputs.get("image_keys")
+                text_ids, text_mask, encoder_outputs, training_inputs
             )
         weights = {
             "loss_itc": self.config.itc_loss_weight,
@@ -634,11 +641,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         text_ids: torch.Tensor,
         text_mask: torch.Tensor,
         encoder_outputs: MVaEMaEncoderOutput,
-        image_keys: torch.Tensor | None,
+        training_inputs: MVaEMaTrainingKwargs,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """ITC over the batch (gathered across processes while training) and ITM on hard negatives drawn from it."""
         image_embeds, image_index = encoder_outputs.image_embeds, encoder_outputs.image_index
-        row_keys, text_keys = micrograph_keys(image_index, image_keys, image_embeds.shape[0])
+        row_keys, text_keys = micrograph_keys(image_index, training_inputs.get("image_keys"), image_embeds.shape[0])
         loss_itc, text_to_image = None, None
         if self.config.use_itc:
             image_features = self.mvaema.normalized_image_features(image_embeds)
@@ -649,11 +656,36 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             loss_itc = image_text_contrastive_loss(
                 image_features, text_features, row_keys, text_keys, temperature, across_ranks=self.training
             )
+            if training_inputs.get("caption_ids") is not None:
+                loss_caption = self._caption_contrastive_loss(image_features, image_index, temperature, training_inputs)
+                loss_itc = (loss_itc + loss_caption) / 2
             text_to_image = (text_features @ image_features.T / temperature).detach()
         loss_itm = None
         if self.config.use_itm and text_keys.unique().numel() > 1:
             loss_itm = self._itm_loss(text_ids, text_mask, image_embeds, image_index, row_keys, text_keys, text_to_image)
         return loss_itc, loss_itm
+
+    def _caption_contrastive_loss(
+        self,
+        image_features: torch.Tensor,
+        image_index: torch.Tensor,
+        temperature: torch.Tensor,
+        training_inputs: MVaEMaTrainingKwargs,
+    ) -> torch.Tensor:
+        """InfoNCE between the images `(I, D)` and the distinct captions of the batch: an image's positives are the
+        copies of its own caption (on every process), its negatives the other categories' captions."""
+        caption_ids = training_inputs["caption_ids"]
+        caption_mask = self.mvaema.text_attention_mask(caption_ids, training_inputs.get("caption_mask"), "caption_ids")
+        keys = token_sequence_keys(caption_ids, caption_mask)
+        distinct_keys, caption_of_pair = keys.unique(return_inverse=True)
+        first_pair = caption_of_pair.new_full((len(distinct_keys),), len(keys)).scatter_reduce(
+            0, caption_of_pair, torch.arange(len(keys), device=keys.device), reduce="amin"
+        )
+        caption_features = self.mvaema.normalized_text_features(caption_ids[first_pair], caption_mask[first_pair])
+        image_caption_keys = keys.new_full((image_features.shape[0],), -1).scatter(0, image_index, keys)
+        return image_text_contrastive_loss(
+            image_features, caption_features, image_caption_keys, distinct_keys, temperature, across_ranks=self.training
+        )
 
     def _itm_loss(
         self,

@@ -108,10 +108,11 @@ class MVaEMaProcessor(ProcessorMixin):
             shortened first, the question only if it alone is too long.
         max_answer_length (`int`, defaults to 64): tokens of "answer [SEP]".
         category_names (`list[str]`, optional): the categories `rank_categories` ranks (e.g. the ten SEM folders).
-        category_texts (`list[str]`, optional): per category, the answer text that names it (e.g. "The image shows
-            nanowires"), scored against each image.
-        category_captions (`list[str]`, optional): per category, the caption that states it, as training prompts
-            carry it; ITC and ITM classification compare the image with "caption question [SEP] answer".
+        category_texts (`list[str]`, optional): per category, the answer that names it, which the decoder scores
+            (`"lm"`); the training script makes it the category caption, so that it does not depend on how a teacher
+            phrases its answers.
+        category_captions (`list[str]`, optional): per category, the caption that states it (from the caption
+            template); ITC and ITM classification compare each image with "[CLS] caption [SEP]".
         classification_question (`str`, optional): the question asked (without a caption) when classifying.
         classification_method (`str`, optional): `"itc"`, `"itm"` or `"lm"`, the default of `rank_categories`
             (training picks the best one on validation data).
@@ -237,31 +238,34 @@ class MVaEMaProcessor(ProcessorMixin):
         return {f"{prefix}_input_ids": padded["input_ids"], f"{prefix}_attention_mask": padded["attention_mask"]}
 
     def classification_inputs(self, return_tensors: str = "pt") -> BatchFeature:
-        """The category texts as `label_input_ids`/`label_attention_mask` `(C, L)` and the classification question
-        as `question_input_ids`/`question_attention_mask` `(1, Lq)`: the text side of `model.classify`."""
+        """The text side of `model.classify`: the category texts as `label_input_ids`/`label_attention_mask` `(C, L)`
+        (scored as answers by the decoder, `"lm"`), the category captions "[CLS] caption [SEP]" as
+        `label_pair_input_ids`/`label_pair_attention_mask` (compared with the image by ITC and ITM; without captions,
+        the category texts), and the classification question as `question_input_ids`/`question_attention_mask`
+        `(1, Lq)`."""
         if not (self.category_names and self.category_texts and self.classification_question):
             raise ValueError(
-                "this processor has no categories; set category_names, category_texts and "
-                "classification_question (run_instruct_tuning.py saves them with the model)."
+                "this processor has no categories; set category_names, category_texts and classification_question "
+                "(the training script saves them with the model)."
             )
-        if len(self.category_names) != len(self.category_texts):
-            raise ValueError(
-                f"{len(self.category_names)} category_names but {len(self.category_texts)} "
-                "category_texts; give one text per category."
-            )
+        for name in ("category_texts", "category_captions"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.category_names):
+                raise ValueError(
+                    f"{len(self.category_names)} category_names but {len(values)} {name}; give one per category."
+                )
         question = self(questions=[self.classification_question], return_tensors=return_tensors)
-        labels = self.prepare_label_texts(
-            self.category_texts,
-            questions=[self.classification_question] * len(self.category_texts),
-            captions=self.category_captions,
-            return_tensors=return_tensors,
-        )
+        labels = self.prepare_label_texts(self.category_texts, return_tensors=return_tensors)
+        captions = self.category_captions or self.category_texts
+        caption_ids = self.tokenizer(list(captions))["input_ids"]
         return BatchFeature(
             data={
                 **labels,
+                **self._padded("label_pair", [ids[: self.max_question_length] for ids in caption_ids]),
                 "question_input_ids": question["input_ids"],
                 "question_attention_mask": question["attention_mask"],
-            }
+            },
+            tensor_type=return_tensors,
         )
 
     def rank_categories(self, model, images, method: str | None = None, top_k: int = 5) -> list[list[dict]]:

@@ -668,3 +668,26 @@ def test_default_model_keeps_itc_features_apart_under_the_papers_optimiser():
     assert mean_pairwise_cosine(image_features) < 0.99
     assert mean_pairwise_cosine(text_features) < 0.99
 
+
+
+def test_captions_are_one_text_per_category_in_the_contrastive_loss():
+    """With the captions given, ITC is the mean of the pair term and an image-caption term in which equal captions are
+    one text: a caption is the positive of every image it describes, never the negative of one of them."""
+    model, processor = tiny_model().eval(), tiny_processor()
+    image_index = [0, 0, 1, 2]  # images 0 and 2 share a category caption, image 1 has its own
+    batch = qa_batch(processor, image_index)
+    captions = ["SEM micrograph of nanowires", "SEM micrograph of nanowires", "A porous film", "SEM micrograph of nanowires"]
+    caption_batch = processor.tokenizer(captions, padding=True, return_tensors="pt")
+    inputs = {**batch, "caption_ids": caption_batch["input_ids"], "caption_mask": caption_batch["attention_mask"]}
+    with torch.no_grad():
+        with_captions = model(**inputs)
+        pair_only = model(**batch)
+        image_features = F.normalize(model.mvaema.vision_projection(with_captions.image_embeds[:, 0]), dim=-1)
+        distinct = processor.tokenizer(["SEM micrograph of nanowires", "A porous film"], return_tensors="pt", padding=True)
+        caption_features = F.normalize(
+            model.mvaema.text_projection(model.mvaema.text_model(distinct["input_ids"], distinct["attention_mask"])[:, 0]),
+            dim=-1,
+        )
+    caption_term = reference_itc(image_features, caption_features, [0, 1, 0], [0, 1], model.mvaema.temperature)
+    torch.testing.assert_close(with_captions.loss_itc, (pair_only.loss_itc + caption_term) / 2)
+    torch.testing.assert_close(with_captions.loss_lm, pair_only.loss_lm)
