@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,10 +21,12 @@ import torch
 from transformers import HfArgumentParser
 
 from instruct_tuning import evaluation, reporting
-from instruct_tuning.arguments import ScriptArguments
+from instruct_tuning.arguments import ArgumentError, ScriptArguments
+from instruct_tuning.atomic_io import write_text_atomically
+from instruct_tuning.checkpoints import RESULT_FILE, clear_run_outputs
 from instruct_tuning.data import FoldData, build_pixel_store, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
-from instruct_tuning.training import RunContext, make_accelerator, train_one_run
+from instruct_tuning.training import RunContext, make_accelerator, precision_and_processes, train_one_run
 from instruct_tuning.variants import MVAEMA
 from modeling_mvaema import MVaEMaForQuestionAnswering
 
@@ -31,10 +34,14 @@ __all__ = ["ScriptArguments", "main"]
 
 
 def run_variant(run: RunContext, data: FoldData, processor) -> dict | None:
-    """Train one variant on one fold and evaluate it on the main process; a finished run is kept on --resume."""
-    result_file = run.run_dir / "result.json"
+    """Train one variant on one fold and evaluate it on the main process. On --resume a finished run is kept;
+    otherwise what an earlier run left in the run folder is cleared first."""
+    result_file = run.run_dir / RESULT_FILE
     if run.args.resume and result_file.exists():
         return json.loads(result_file.read_text())
+    if not run.args.resume and run.accelerator.is_main_process:
+        clear_run_outputs(run.run_dir)
+    run.accelerator.wait_for_everyone()
     model, state = train_one_run(run, data, processor)
     result = None
     if run.accelerator.is_main_process:
@@ -42,7 +49,7 @@ def run_variant(run: RunContext, data: FoldData, processor) -> dict | None:
                                           run.args.max_eval_questions)
         result["training"] = {"epochs": state.epoch, "best_validation_loss": state.best_validation_loss,
                               "history": state.history}
-        result_file.write_text(json.dumps(result, indent=2))
+        write_text_atomically(result_file, json.dumps(result, indent=2))
     run.accelerator.wait_for_everyone()
     return result
 
@@ -61,6 +68,8 @@ def publish(args: ScriptArguments, summary: dict, processor, corpus) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(args=argv)
+    if args.push_to_hub:  # before an hour of training, not after
+        reporting.check_push_target(args.push_to_hub, public=args.hub_public)
     output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
@@ -70,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     corpus = load_corpus(args, accelerator)
     processor = build_processor(corpus, args)
-    pixel_store = build_pixel_store(corpus, processor.image_processor.size["height"], output_dir / "dataset_cache")
+    with accelerator.main_process_first():  # the main process decodes; the others read its cache
+        pixel_store = build_pixel_store(corpus, processor.image_processor.size["height"], output_dir / "dataset_cache")
     if torch.cuda.is_available() and pixel_store.pixels.numel() < 0.25 * torch.cuda.mem_get_info()[0]:
         pixel_store = pixel_store.to(accelerator.device)
 
@@ -86,11 +96,15 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {}
     if accelerator.is_main_process:
         summary = reporting.summarize(results, class_names=data.class_names, args=asdict(args),
-                                      wall_time_seconds=time.perf_counter() - started)
+                                      wall_time_seconds=time.perf_counter() - started,
+                                      environment=precision_and_processes(accelerator))
         publish(args, summary, processor, corpus)
     accelerator.end_training()
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ArgumentError as error:
+        sys.exit(f"run_instruct_tuning.py: error: {error}")

@@ -81,7 +81,7 @@ def pixel_store_build(workload: common.Workload, args) -> list[dict]:
                 started = time.perf_counter()
                 store = build_pixel_store(workload.corpus, IMAGE_SIZE, Path(cache), num_threads=threads)
                 seconds.append(time.perf_counter() - started)
-        count = len(store.image_ids)
+        count = len(store.image_keys)
         rows.append({"threads": threads, "images": count, "seconds": common.median(seconds),
                      "images_per_second": count / common.median(seconds), "spread": common.spread(seconds)})
         print(f"  build_pixel_store, {threads} thread(s): {count / common.median(seconds):.0f} images/s", flush=True)

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks import common
 from instruct_tuning.variants import MVAEMA, PEER
-from modeling_mvaema import modeling_mvaema
+from modeling_mvaema import layers_mvaema
 from modeling_mvaema.modeling_mvaema import compile_for_training
 
 CPU_BATCH_SIZES = [16, 48, 96, 192]
@@ -54,8 +54,8 @@ def one_image_per_question(batch: dict) -> dict:
 @contextlib.contextmanager
 def feed_forward_on_every_position():
     """Switch off the skipping of unread (padding) positions in the text feed-forward networks."""
-    computing_all = modeling_mvaema.add_on_rows
-    with mock.patch.object(modeling_mvaema, "add_on_rows", lambda states, block, rows: computing_all(states, block, None)):
+    computing_all = layers_mvaema.residual_on_rows
+    with mock.patch.object(layers_mvaema, "residual_on_rows", lambda states, block, rows: computing_all(states, block, None)):
         yield
 
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from instruct_tuning.variants import ABLATIONS, selected_variants
 
 
+class ArgumentError(ValueError):
+    """A command-line value the run cannot use; `str()` is one line naming the argument and the fix."""
+
+
 @dataclass
 class ScriptArguments:
     # Data: a folder + teacher caches, a prepared dataset, or (neither) the built-in synthetic corpus.
@@ -40,7 +44,8 @@ class ScriptArguments:
     groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 1 for the built-in synthetic corpus)."})
     caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption."})
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: what `accelerate config` or `accelerate launch --mixed_precision` set, else no)."})
+    max_nonfinite_steps: int = field(default=10, metadata={"help": "Training steps with a NaN or infinite loss that are skipped before the run stops."})
     seed: int = 0
 
     # Evaluation.
@@ -61,12 +66,39 @@ class ScriptArguments:
         if self.num_epochs is None:
             self.num_epochs = 50
         if self.images is not None and not self.teacher_cache:
-            raise ValueError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
-        selected_variants(self.ablation, self.train_peer)  # names a bad --ablation
+            raise ArgumentError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
+        try:
+            selected_variants(self.ablation, self.train_peer)
+        except ValueError as error:
+            raise ArgumentError(str(error)) from None
+        self._check_numbers()
+        self._check_model_overrides()
+
+    def _check_numbers(self) -> None:
+        at_least_one = {"--batch_size": self.batch_size, "--num_epochs": self.num_epochs, "--num_folds": self.num_folds,
+                        "--eval_batch_size": self.eval_batch_size, "--questions_per_image": self.questions_per_image,
+                        "--gradient_accumulation_steps": self.gradient_accumulation_steps}
+        for name, value in at_least_one.items():
+            if value < 1:
+                raise ArgumentError(f"{name} must be at least 1, got {value}")
         if self.warmup_steps < 0:
-            raise ValueError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+            raise ArgumentError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        if self.max_nonfinite_steps < 0:
+            raise ArgumentError(f"--max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
+        if not 0.0 <= self.caption_drop_rate <= 1.0:
+            raise ArgumentError(f"--caption_drop_rate is a share of prompts, between 0 and 1; got {self.caption_drop_rate}")
         if not 0 <= self.fold < self.num_folds:
-            raise ValueError(f"--fold {self.fold} is outside 0..{self.num_folds - 1}")
+            raise ArgumentError(f"--fold {self.fold} is outside 0..{self.num_folds - 1}")
+
+    def _check_model_overrides(self) -> None:
+        try:
+            overrides = json.loads(self.model_overrides)
+        except json.JSONDecodeError as error:
+            raise ArgumentError(f"--model_overrides is not valid JSON ({error.msg} at character {error.pos}): "
+                                f"{self.model_overrides!r}") from None
+        if not isinstance(overrides, dict):
+            raise ArgumentError(f"--model_overrides must be a JSON object of MVaEMaConfig fields, like "
+                                f"'{{\"text_config\": {{\"num_hidden_layers\": 4}}}}'; got {self.model_overrides!r}")
 
     @property
     def overrides(self) -> dict:

@@ -1,7 +1,9 @@
 """Checkpoints of a training run: what a resumed run needs to continue exactly where a killed one stopped.
 
-A run folder holds at most one `checkpoint-epoch-<N>` (model, optimiser and RNG states saved by accelerate, plus
-`training_state.json`), `best/` (the model with the lowest validation loss so far) and, once evaluated, `result.json`.
+A run folder holds at most one complete `checkpoint-epoch-<N>` (model, optimiser and RNG states saved by accelerate,
+plus `training_state.json`), `best/` (the model with the lowest finite validation loss so far) and, once evaluated,
+`result.json`. Each of them is written under a temporary name, flushed and renamed, so a kill or a full disk
+leaves the previous complete one in place.
 """
 
 from __future__ import annotations
@@ -15,7 +17,19 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from instruct_tuning.atomic_io import (
+    REPLACED_SUFFIX,
+    fsync_path,
+    fsync_tree,
+    recover_directory,
+    replace_directory,
+    write_text_atomically,
+)
+
 TRAINING_STATE_FILE = "training_state.json"
+PARTIAL_CHECKPOINT = "checkpoint-partial"
+BEST_DIR = "best"
+RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -26,6 +40,7 @@ class TrainingState:
     global_step: int = 0
     best_validation_loss: float = math.inf
     epochs_without_improvement: int = 0
+    nonfinite_steps: int = 0
     scheduler: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
 
@@ -35,14 +50,25 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainingState) -> None:
-    """Write to a temporary folder, then rename: a kill during the save leaves the previous checkpoint intact."""
-    final = run_dir / f"checkpoint-epoch-{state.epoch}"
-    partial = run_dir / "checkpoint-partial"
-    accelerator.save_state(str(partial), safe_serialization=True)
+def discard_partial_checkpoint(accelerator: Accelerator, run_dir: Path) -> None:
+    """Remove what a killed save left in `checkpoint-partial`: it is never reused."""
     if accelerator.is_main_process:
-        (partial / TRAINING_STATE_FILE).write_text(json.dumps(asdict(state)))
+        shutil.rmtree(run_dir / PARTIAL_CHECKPOINT, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainingState) -> None:
+    """Write to `checkpoint-partial`, flush, then rename: a kill during the save leaves the previous checkpoint."""
+    final = run_dir / f"checkpoint-epoch-{state.epoch}"
+    partial = run_dir / PARTIAL_CHECKPOINT
+    discard_partial_checkpoint(accelerator, run_dir)
+    accelerator.save_state(str(partial), safe_serialization=True)
+    accelerator.wait_for_everyone()  # each process writes its own RNG state: all of them must be done
+    if accelerator.is_main_process:
+        write_text_atomically(partial / TRAINING_STATE_FILE, json.dumps(asdict(state)))
+        fsync_tree(partial)
         os.replace(partial, final)
+        fsync_path(run_dir)
         for old in run_dir.glob("checkpoint-epoch-*"):
             if old != final:
                 shutil.rmtree(old)
@@ -53,3 +79,31 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> TrainingState
     """Restore model, optimiser and RNG states into the prepared objects; returns the loop's own state."""
     accelerator.load_state(str(checkpoint))
     return TrainingState(**json.loads((checkpoint / TRAINING_STATE_FILE).read_text()))
+
+
+def save_best(model, run_dir: Path) -> None:
+    """`save_pretrained` into a staging folder, then swap it in for `best/` (call on the main process only)."""
+    recover_directory(run_dir / BEST_DIR)
+    staged = run_dir / f"{BEST_DIR}.partial"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save_pretrained(staged)
+    replace_directory(staged, run_dir / BEST_DIR)
+
+
+def best_model_dir(run_dir: Path) -> Path:
+    """`best/`, put back if a swap was killed half way; a clear error when no epoch ever had a finite loss."""
+    best = run_dir / BEST_DIR
+    recover_directory(best)
+    if not best.exists():
+        raise FloatingPointError(f"{run_dir}: no epoch had a finite validation loss, so there is no best model; lower "
+                                 "--learning_rate or check the corpus, then run again without --resume")
+    return best
+
+
+def clear_run_outputs(run_dir: Path) -> None:
+    """What an earlier run left in this run folder (best model, checkpoints, result), removed before a fresh run so
+    that nothing stale is ever loaded as this run's."""
+    stale = [run_dir / name for name in (BEST_DIR, f"{BEST_DIR}.partial", BEST_DIR + REPLACED_SUFFIX, PARTIAL_CHECKPOINT)]
+    for folder in [*stale, *run_dir.glob("checkpoint-epoch-*")]:
+        shutil.rmtree(folder, ignore_errors=True)
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)

@@ -22,11 +22,13 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from dataset_builder.builder import load_instruct_corpus, load_prepared_corpus
 from dataset_builder.images import BadImageError
 from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus
+from instruct_tuning.atomic_io import write_file_atomically
 from modeling_mvaema.processing_mvaema import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -118,8 +120,11 @@ def build_pixel_store(
     decoding = "draft-dct-bicubic-2"  # in the cache key: a store decoded another way is not reused
     fingerprint = hashlib.sha256(json.dumps([decoding, image_size, image_keys]).encode()).hexdigest()[:16]
     cache_path = Path(cache_dir) / f"pixels-{image_size}px-{fingerprint}.safetensors"
+    expected_shape = (len(image_keys), 3, image_size, image_size)
     if cache_path.exists():
-        return PixelStore(load_file(cache_path)["pixels"], image_keys)
+        pixels = load_pixel_cache(cache_path, expected_shape)
+        if pixels is not None:
+            return PixelStore(pixels, image_keys)
 
     sources = corpus.cast_column("image", datasets.Image(decode=False)).select(first_rows.tolist())["image"]
     pixels = torch.empty((len(sources), 3, image_size, image_size), dtype=torch.uint8)
@@ -129,10 +134,34 @@ def build_pixel_store(
 
     with ThreadPoolExecutor(num_threads) as pool:
         list(pool.map(decode_into_store, range(len(sources))))
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"pixels": pixels}, str(cache_path))
+    metadata = {"sha256": pixel_digest(pixels)}
+    write_file_atomically(cache_path, lambda temporary: save_file({"pixels": pixels}, str(temporary), metadata=metadata))
     logger.info("decoded %d images into %s", len(image_keys), cache_path)
     return PixelStore(pixels, image_keys)
+
+
+def pixel_digest(pixels: torch.Tensor) -> str:
+    """SHA-256 of a uint8 pixel tensor's bytes (hashed in place, no copy)."""
+    return hashlib.sha256(memoryview(pixels.contiguous().numpy()).cast("B")).hexdigest()
+
+
+def load_pixel_cache(path: Path, expected_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The cached pixels if the file is whole: readable, uint8 of `expected_shape` and matching its recorded hash;
+    otherwise None (after a warning), and the caller decodes the images again."""
+    try:
+        with safe_open(str(path), framework="pt") as cache:
+            recorded, pixels = (cache.metadata() or {}).get("sha256"), cache.get_tensor("pixels")
+    except Exception as error:  # a truncated or garbled file fails in safetensors' parser with varying types
+        logger.warning("pixel store %s is unreadable (%s); decoding the images again", path, error)
+        return None
+    if pixels.dtype != torch.uint8 or tuple(pixels.shape) != expected_shape:
+        logger.warning("pixel store %s holds %s %s, not uint8 %s; decoding the images again", path, pixels.dtype,
+                       tuple(pixels.shape), expected_shape)
+        return None
+    if recorded != pixel_digest(pixels):
+        logger.warning("pixel store %s does not match its recorded SHA-256; decoding the images again", path)
+        return None
+    return pixels
 
 
 # ----------------------------------------------------------------------------------------------------------

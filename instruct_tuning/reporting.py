@@ -1,4 +1,4 @@
-"""Results of a training session: results.json, the paper-style tables, a confusion matrix, the model card, the push.
+"""Results of a training run: results.json, the paper-style tables, a confusion matrix, the model card, the push.
 
 `summarize` turns per-(variant, fold) results into one section per model with fold means (and standard
 deviations when several folds ran); everything else renders that summary.
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from instruct_tuning.arguments import ArgumentError
+from instruct_tuning.atomic_io import write_text_atomically
 from instruct_tuning.variants import DISPLAY_NAMES, MVAEMA, PEER
 
 VQA_COLUMNS = (("BLEU-2", "bleu2"), ("BLEU-4", "bleu4"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"),
@@ -32,8 +34,18 @@ def _numeric(section: dict) -> dict:
     return {k: v for k, v in section.items() if isinstance(v, (int, float, list, dict)) and k != "examples"}
 
 
-def summarize(results: dict, class_names: list[str], args: dict, wall_time_seconds: float) -> dict:
-    summary: dict = {"meta": {"class_names": class_names, "arguments": args, "wall_time_seconds": wall_time_seconds}}
+# What a model push uploads: weights, config, modeling code, processor and tokenizer files, the card; never the
+# results (their examples quote test-set reference answers).
+MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", "*.py",
+                       "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                       "special_tokens_map.json", "vocab.txt", "chat_template.jinja", "README.md")
+
+
+def summarize(results: dict, class_names: list[str], args: dict, wall_time_seconds: float,
+              environment: dict | None = None) -> dict:
+    """`environment`: what the run actually used (mixed precision, process count, device)."""
+    summary: dict = {"meta": {"class_names": class_names, "arguments": args, "wall_time_seconds": wall_time_seconds,
+                              **({"environment": environment} if environment else {})}}
     for variant, by_fold in results.items():
         folds = sorted(by_fold)
         section = {"folds": folds, "classification_method": [by_fold[f]["classification_method"] for f in folds]}
@@ -109,7 +121,7 @@ def plot_confusion_matrix(summary: dict, variant: str, path: Path) -> None:
 
 def write_reports(summary: dict, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(output_dir / "results.json", json.dumps(summary, indent=2))
     (output_dir / "results.md").write_text(results_tables(summary))
     for variant in (MVAEMA, PEER):
         if variant in summary:
@@ -117,7 +129,7 @@ def write_reports(summary: dict, output_dir: Path) -> None:
 
 
 def render_model_card(summary: dict, corpus) -> str:
-    """model_card.md rendered with the Hub metadata (model-index results) and this session's tables."""
+    """model_card.md rendered with the Hub metadata (model-index results) and this run's tables."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     teachers = sorted(set(corpus["teacher"]))
@@ -159,13 +171,42 @@ def save_model_with_card(model, processor, model_dir: Path, summary: dict, corpu
     (model_dir / "results.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "meta"}, indent=2))
 
 
-def push(model_dir: Path, repo_id: str, private: bool = True) -> str:
-    """Upload the saved model folder (weights, code, processor, card) to the Hub; private unless asked."""
+def check_push_target(repo_id: str, public: bool = False, api=None):
+    """Before training: the user is logged in, the model repo exists or can be created, and a repo that is already
+    public is used only with `--hub_public`. Raises `ArgumentError` naming `--push_to_hub`; returns the HfApi."""
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, repo_type="model",
+    api = api or HfApi()
+    try:
+        api.whoami()
+    except Exception as error:  # offline, no token, bad token: the Hub's own exception types vary
+        raise ArgumentError(f"--push_to_hub {repo_id}: cannot reach the Hub as a logged-in user ({error}); run "
+                            "`hf auth login` or set HF_TOKEN, or leave out --push_to_hub") from None
+    try:
+        api.create_repo(repo_id, private=not public, exist_ok=True, repo_type="model")
+        is_private = api.repo_info(repo_id, repo_type="model").private
+    except Exception as error:
+        raise ArgumentError(f"--push_to_hub {repo_id}: the Hub refuses this model repo ({error}); check the name and "
+                            "your write access to its owner") from None
+    if not public and not is_private:
+        raise ArgumentError(f"--push_to_hub {repo_id} is an existing public repo: pass --hub_public to publish into it, "
+                            "or make it private on the Hub first")
+    return api
+
+
+def model_files(model_dir: Path) -> list[str]:
+    """The files of `model_dir` a push uploads (MODEL_FILE_PATTERNS), by name."""
+    return sorted({path.name for pattern in MODEL_FILE_PATTERNS for path in Path(model_dir).glob(pattern) if path.is_file()})
+
+
+def push(model_dir: Path, repo_id: str, private: bool = True, api=None) -> str:
+    """Upload the saved model (weights, config, code, processor, card; never results.json) to the Hub; private unless
+    asked, and never into an existing public repo without `--hub_public`."""
+    api = check_push_target(repo_id, public=not private, api=api)
+    files = model_files(model_dir)
+    if "model.safetensors" not in files and "model.safetensors.index.json" not in files:
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors to push; nothing was uploaded")
+    api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, repo_type="model", allow_patterns=files,
                       commit_message="Upload MVaEMa (run_instruct_tuning.py)")
     return repo_id
 

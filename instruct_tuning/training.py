@@ -6,6 +6,7 @@ the validation loss, `best/` and a checkpoint.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,15 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from instruct_tuning.arguments import ScriptArguments
-from instruct_tuning.checkpoints import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
+from instruct_tuning.checkpoints import (
+    TrainingState,
+    best_model_dir,
+    discard_partial_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+)
 from instruct_tuning.data import FoldData, ImageGroupedBatchSampler, QACollator, index_loader
 from instruct_tuning.factories import build_model
 
@@ -24,14 +33,27 @@ LOSS_NAMES = ("loss", "loss_itc", "loss_itm", "loss_lm")
 
 
 def make_accelerator(args: ScriptArguments) -> Accelerator:
-    """The run's Accelerator: global batches split across processes, TensorBoard logs in `--output_dir`."""
-    return Accelerator(
-        mixed_precision=args.mixed_precision,
+    """The run's Accelerator: global batches split across processes, TensorBoard logs in `--output_dir`.
+
+    `--mixed_precision` is passed only when given: an explicit argument beats `accelerate launch --mixed_precision`
+    and `accelerate config`, which must otherwise decide."""
+    precision = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
+    accelerator = Accelerator(
+        **precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with="tensorboard",
         project_dir=args.output_dir,
     )
+    accelerator.print(f"training with mixed precision {accelerator.mixed_precision} on {accelerator.num_processes} "
+                      f"process(es), {accelerator.device}")
+    return accelerator
+
+
+def precision_and_processes(accelerator: Accelerator) -> dict:
+    """What the run actually used, for results.json."""
+    return {"mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
+            "device": accelerator.device.type}
 
 
 def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
@@ -105,8 +127,11 @@ def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState)
         with accelerator.accumulate(model):
             answer_tokens = (batch["labels"] != -100).sum()
             outputs = model(**batch, num_items_in_batch=accelerator.reduce(answer_tokens, "sum"))
-            accelerator.backward(outputs.loss)
-            optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps, args.warmup_steps)
+            if loss_is_finite_everywhere(accelerator, outputs.loss):
+                accelerator.backward(outputs.loss)
+                optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps, args.warmup_steps)
+            else:
+                count_nonfinite_step(run, state)
             optimizer.zero_grad()
         samples += len(batch["input_ids"]) * accelerator.num_processes
         state.global_step += 1
@@ -116,16 +141,42 @@ def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState)
     return samples / (time.perf_counter() - started)
 
 
+def loss_is_finite_everywhere(accelerator: Accelerator, loss: torch.Tensor) -> bool:
+    """False when any process's loss is NaN or infinite: then every process skips the step together."""
+    nonfinite = (~torch.isfinite(loss.detach())).float().reshape(1)
+    return float(accelerator.reduce(nonfinite, "sum")) == 0
+
+
+def count_nonfinite_step(run: RunContext, state: TrainingState) -> None:
+    """A skipped step (no backward, no optimizer step); past `--max_nonfinite_steps` the run stops."""
+    state.nonfinite_steps += 1
+    limit = run.args.max_nonfinite_steps
+    run.accelerator.print(f"[{run.label}] step {state.global_step + 1}: non-finite loss, step skipped "
+                          f"({state.nonfinite_steps} so far, at most {limit})")
+    if state.nonfinite_steps > limit:
+        raise FloatingPointError(
+            f"{run.label}: {state.nonfinite_steps} training steps had a NaN or infinite loss, more than "
+            f"--max_nonfinite_steps {limit}; lower --learning_rate, raise --warmup_steps, or use --mixed_precision bf16 "
+            "instead of fp16")
+
+
+def record_validation_loss(state: TrainingState, loss: float) -> bool:
+    """Early-stopping bookkeeping; a NaN or infinite loss never counts as an improvement nor becomes the best."""
+    improved = math.isfinite(loss) and loss < state.best_validation_loss
+    if improved:
+        state.best_validation_loss = loss
+    state.epochs_without_improvement = 0 if improved else state.epochs_without_improvement + 1
+    return improved
+
+
 def end_epoch(run: RunContext, model, optimizer, scheduler, validation_loader, state: TrainingState, throughput: float) -> None:
     """Validation loss, learning-rate schedule, early-stopping count and `best/`, then a checkpoint."""
     accelerator = run.accelerator
     loss = validation_loss(accelerator.unwrap_model(model), validation_loader, accelerator.device)
-    scheduler.step(loss)
-    improved = loss < state.best_validation_loss
-    state.best_validation_loss = min(loss, state.best_validation_loss)
-    state.epochs_without_improvement = 0 if improved else state.epochs_without_improvement + 1
+    scheduler.step(loss if math.isfinite(loss) else math.inf)
+    improved = record_validation_loss(state, loss)
     if improved and accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(run.run_dir / "best")
+        save_best(accelerator.unwrap_model(model), run.run_dir)
     rate = optimizer.param_groups[0]["lr"]
     state.history.append({"epoch": state.epoch + 1, "validation_loss": loss, "lr": rate, "train_samples_per_second": throughput})
     accelerator.log({f"{run.log_prefix}/validation_loss": loss, f"{run.log_prefix}/lr": rate}, step=state.global_step)
@@ -147,6 +198,7 @@ def train_one_run(run: RunContext, data: FoldData, processor):
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     state = TrainingState()
+    discard_partial_checkpoint(accelerator, run.run_dir)
     checkpoint = latest_checkpoint(run.run_dir) if args.resume else None
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint)
@@ -161,6 +213,6 @@ def train_one_run(run: RunContext, data: FoldData, processor):
         end_epoch(run, model, optimizer, scheduler, validation_loader, state, throughput)
 
     accelerator.wait_for_everyone()
-    best_model = type(accelerator.unwrap_model(model)).from_pretrained(run.run_dir / "best")
+    best_model = type(accelerator.unwrap_model(model)).from_pretrained(best_model_dir(run.run_dir))
     accelerator.free_memory()
     return best_model.to(accelerator.device), state

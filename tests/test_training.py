@@ -7,6 +7,7 @@ One module-scoped corpus is generated once; each test trains for one or two epoc
 import json
 import os
 import shutil
+import textwrap
 import signal
 import subprocess
 import sys
@@ -212,3 +213,123 @@ def test_collator_drops_captions_from_prompts_but_not_from_pair_prompts():
     assert torch.equal(batch["input_ids"], plain[:, :3]) and torch.equal(batch["pair_prompt_ids"], captioned)
     assert torch.equal(batch["image_index"], torch.tensor([0, 0, 1])) and batch["pixel_values"].shape[0] == 2
     assert "pair_prompt_ids" not in QACollator(table, store, captions="always")([0, 1, 2])
+
+
+def test_a_bad_argument_stops_with_one_line_before_anything_is_written(tmp_path):
+    completed = run_script(["--batch_size", "0", "--output_dir", str(tmp_path / "out")])
+    assert completed.returncode != 0
+    assert completed.stderr.strip() == "run_instruct_tuning.py: error: --batch_size must be at least 1, got 0"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_repo_that_refuses_the_push_stops_the_run_before_training(synthetic_dir, tmp_path, monkeypatch):
+    from instruct_tuning.arguments import ArgumentError
+    from tests.test_training_safety import FakeHfApi
+
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda: FakeHfApi(existing={"lab/mvaema": False}))
+    with pytest.raises(ArgumentError, match="--push_to_hub lab/mvaema is an existing public repo"):
+        run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "out", "--push_to_hub", "lab/mvaema"))
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda: FakeHfApi(logged_in=False))
+    with pytest.raises(ArgumentError, match="--push_to_hub lab/mvaema: cannot reach the Hub as a logged-in user"):
+        run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "out", "--push_to_hub", "lab/mvaema"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_accelerate_launch_mixed_precision_wins_and_is_recorded(synthetic_dir, tmp_path):
+    """`accelerate launch --mixed_precision bf16` without the script's flag trains in bf16, logs it and records it."""
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                "--mixed_precision", "bf16", "--dynamo_backend", "no", "run_instruct_tuning.py")
+    completed = run_script(tiny_args(synthetic_dir, tmp_path / "launched", "--num_epochs", "1", "--no_train_peer"),
+                           launcher=launcher)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "training with mixed precision bf16 on 1 process(es)" in completed.stdout
+    environment = json.loads((tmp_path / "launched" / "results.json").read_text())["meta"]["environment"]
+    assert environment["mixed_precision"] == "bf16" and environment["num_processes"] == 1
+
+
+# A child process that runs the script and SIGKILLs itself right after the N-th file operation of its checkpoint
+# saves (N from MVAEMA_TEST_KILL_AT): accelerate's file saves, torch.save, fsync, rename and removal all count.
+KILLED_DURING_SAVE = textwrap.dedent("""
+    import os, shutil, signal, sys
+    import accelerate.checkpointing, torch
+    from instruct_tuning import checkpoints, training
+    import run_instruct_tuning
+
+    kill_at, seen, saving = int(os.environ["MVAEMA_TEST_KILL_AT"]), [0], [False]
+
+    def counted(function):
+        def wrapper(*args, **kwargs):
+            result = function(*args, **kwargs)
+            if saving[0]:
+                seen[0] += 1
+                if seen[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return wrapper
+
+    accelerate.checkpointing.save = counted(accelerate.checkpointing.save)
+    torch.save, os.fsync, os.replace, shutil.rmtree = map(counted, (torch.save, os.fsync, os.replace, shutil.rmtree))
+    real_save_checkpoint = checkpoints.save_checkpoint
+
+    def save_checkpoint(*args, **kwargs):
+        saving[0] = True
+        try:
+            real_save_checkpoint(*args, **kwargs)
+        finally:
+            saving[0] = False
+
+    training.save_checkpoint = save_checkpoint
+    sys.argv = ["run_instruct_tuning.py", *sys.argv[1:]]
+    run_instruct_tuning.main()
+""")
+
+
+# File operations of a run's first checkpoint save on one process (remove the stale partial, weights, optimizer,
+# RNG state, training state, 7 fsyncs, rename); the rename of the checkpoint folder is the 14th.
+FIRST_SAVE_EVENTS = 15
+CHECKPOINT_RENAME_EVENT = 14
+
+
+def resume_through_kills(synthetic_dir, tmp_path, epochs: int, kill_points: list[int]):
+    """An uninterrupted run, then runs killed during checkpoint saves at `kill_points` and resumed each time to the
+    end: the final weights and results must be the uninterrupted run's."""
+    common = ["--num_epochs", str(epochs), "--no_train_peer", "--max_eval_questions", "8"]
+    straight = run_script(tiny_args(synthetic_dir, tmp_path / "straight", *common))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "straight" / "processor", interrupted / "processor")  # same vocabulary (see above)
+    arguments = tiny_args(synthetic_dir, interrupted, *common, "--resume")
+    for kill_at in kill_points:
+        killed = run_script(["-c", KILLED_DURING_SAVE, *arguments], env_extra={"MVAEMA_TEST_KILL_AT": str(kill_at)},
+                            launcher=(sys.executable,))
+        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-3000:])
+        assert not (interrupted / "results.json").exists()
+    resumed = run_script(arguments)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight_weights = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed_weights = load_file(interrupted / "model" / "model.safetensors")
+    for name, tensor in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=0, atol=1e-6, msg=name)
+    expected = json.loads((tmp_path / "straight" / "results.json").read_text())["mvaema"]
+    again = json.loads((interrupted / "results.json").read_text())["mvaema"]
+    assert again["vqa"] == pytest.approx(expected["vqa"])
+    assert again["classification"]["top1"] == expected["classification"]["top1"]
+    assert again["classification"]["confusion_matrix"] == expected["classification"]["confusion_matrix"]
+    assert sorted(path.name for path in (interrupted / "runs" / "mvaema" / "fold_0").iterdir()) == [
+        "best", f"checkpoint-epoch-{epochs}", "result.json"]
+
+
+def test_killed_in_the_middle_of_a_checkpoint_save_resumes_to_the_same_result(synthetic_dir, tmp_path):
+    # In the second save, after the weights and the optimizer state, before the RNG state: a partial checkpoint beside
+    # a complete checkpoint-epoch-1.
+    resume_through_kills(synthetic_dir, tmp_path, epochs=2, kill_points=[FIRST_SAVE_EVENTS + 4])
+
+
+@pytest.mark.slow
+def test_killed_at_several_points_of_checkpoint_saves_resumes_to_the_same_result(synthetic_dir, tmp_path):
+    """Each killed run counts from its own first save: after the weights of the first save (2); among the fsyncs of
+    the first save (9); after the optimizer state of the second save; right after a checkpoint's rename, before the
+    previous checkpoint is removed."""
+    kill_points = [2, 9, FIRST_SAVE_EVENTS + 4, CHECKPOINT_RENAME_EVENT]
+    resume_through_kills(synthetic_dir, tmp_path, epochs=3, kill_points=kill_points)

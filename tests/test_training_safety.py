@@ -1,0 +1,300 @@
+"""What a training run must never lose or get wrong, tested piece by piece (no training run here): atomic files, the
+pixel store's validation, checkpoint saving order, non-finite losses, stale run outputs, argument checks and the
+model push."""
+
+import errno
+import json
+import logging
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instruct_tuning import checkpoints, reporting
+from instruct_tuning.arguments import ArgumentError, ScriptArguments
+from instruct_tuning.atomic_io import replace_directory, write_text_atomically
+from instruct_tuning.data import build_pixel_store
+from instruct_tuning.training import RunContext, record_validation_loss, train_epoch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Atomic files and folders
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    result = tmp_path / "result.json"
+    write_text_atomically(result, '{"epochs": 3}')
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("instruct_tuning.atomic_io.os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomically(result, '{"epochs": 4, "a long result": "' + "x" * 10_000 + '"}')
+    assert json.loads(result.read_text()) == {"epochs": 3}
+    assert [path.name for path in tmp_path.iterdir()] == ["result.json"]  # no temporary file left behind
+
+
+def test_best_model_survives_a_save_that_fails_half_way(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "best" / "model.safetensors").write_text("epoch 1 weights")
+
+    class HalfSaved:
+        def save_pretrained(self, folder):
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "config.json").write_text("{}")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        checkpoints.save_best(HalfSaved(), run_dir)
+    assert (run_dir / "best" / "model.safetensors").read_text() == "epoch 1 weights"
+
+
+def test_a_directory_swap_killed_between_its_renames_is_recovered(tmp_path, monkeypatch):
+    final, staged = tmp_path / "best", tmp_path / "staged"
+    final.mkdir()
+    (final / "weights").write_text("old")
+    staged.mkdir()
+    (staged / "weights").write_text("new")
+    real_replace, calls = checkpoints.os.replace, []
+
+    def killed_on_second_rename(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stands for the kill: nothing after this line runs
+        real_replace(source, target)
+
+    monkeypatch.setattr("instruct_tuning.atomic_io.os.replace", killed_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        replace_directory(staged, final)
+    monkeypatch.undo()
+    assert not final.exists()
+    assert (checkpoints.best_model_dir(tmp_path) / "weights").read_text() == "old"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pixel store
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def small_corpus(tmp_path):
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"image{index}.png"
+        Image.fromarray(np.full((40, 40, 3), 60 * index, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    corpus = datasets.Dataset.from_dict({"image_id": ["a", "b", "c"], "image": paths})
+    return corpus.cast_column("image", datasets.Image())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_a_pixel", "other_shape"])
+def test_a_damaged_pixel_store_is_detected_and_rebuilt(small_corpus, tmp_path, damage, caplog):
+    cache = tmp_path / "cache"
+    original = build_pixel_store(small_corpus, 16, cache).pixels.clone()
+    (stored,) = cache.glob("pixels-*.safetensors")
+    data = bytearray(stored.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip_a_pixel":
+        data[-1] ^= 0xFF
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"pixels": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)}, str(stored))
+        data = bytearray(stored.read_bytes())
+    stored.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        rebuilt = build_pixel_store(small_corpus, 16, cache)
+    assert torch.equal(rebuilt.pixels, original)
+    assert "decoding the images again" in caplog.text
+    assert torch.equal(build_pixel_store(small_corpus, 16, cache).pixels, original)  # and the rewritten file is whole
+    assert sorted(path.name for path in cache.iterdir()) == [stored.name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+class RecordingAccelerator:
+    """The calls `save_checkpoint` makes, in order; `save_state` writes one file per process as accelerate does."""
+
+    is_main_process = True
+
+    def __init__(self, log):
+        self.log = log
+
+    def save_state(self, folder, safe_serialization=True):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_text("weights")
+        (Path(folder) / "random_states_0.pkl").write_text("rng")
+        self.log.append("save_state")
+
+    def wait_for_everyone(self):
+        self.log.append("wait_for_everyone")
+
+
+def test_checkpoint_is_renamed_only_after_every_process_wrote_and_a_stale_partial_is_discarded(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    stale = run_dir / "checkpoint-partial"
+    stale.mkdir(parents=True)
+    (stale / "random_states_1.pkl").write_text("from a killed two-process save")
+    log = []
+    real_replace = checkpoints.os.replace
+    monkeypatch.setattr(checkpoints.os, "replace", lambda a, b: (log.append("rename"), real_replace(a, b)))
+    checkpoints.save_checkpoint(RecordingAccelerator(log), run_dir, checkpoints.TrainingState(epoch=2))
+
+    assert log.index("rename") > log.index("save_state") + 1 and log[log.index("save_state") + 1] == "wait_for_everyone"
+    final = run_dir / "checkpoint-epoch-2"
+    assert sorted(path.name for path in final.iterdir()) == ["model.safetensors", "random_states_0.pkl", "training_state.json"]
+    assert not stale.exists()
+
+
+def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path):
+    run_dir = tmp_path / "run"
+    for folder in ("best", "checkpoint-epoch-7", "checkpoint-partial", "best.replaced"):
+        (run_dir / folder).mkdir(parents=True)
+    (run_dir / "result.json").write_text("{}")
+    (run_dir / "notes.txt").write_text("the user's")
+    checkpoints.clear_run_outputs(run_dir)
+    assert sorted(path.name for path in run_dir.iterdir()) == ["notes.txt"]
+    with pytest.raises(FloatingPointError, match="no epoch had a finite validation loss"):
+        checkpoints.best_model_dir(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite losses
+# ----------------------------------------------------------------------------------------------------------------
+def test_validation_never_takes_a_nan_or_infinite_loss_as_best():
+    state = checkpoints.TrainingState(best_validation_loss=1.0)
+    assert not record_validation_loss(state, math.nan)
+    assert not record_validation_loss(state, math.inf)
+    assert state.best_validation_loss == 1.0 and state.epochs_without_improvement == 2
+    assert record_validation_loss(state, 0.5)
+    assert state.best_validation_loss == 0.5 and state.epochs_without_improvement == 0
+
+
+class ScriptedLossModel(torch.nn.Module):
+    """Loss = weight x the next scripted factor, so a NaN or inf factor gives a non-finite loss."""
+
+    def __init__(self, factors):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.factors = list(factors)
+
+    def forward(self, num_items_in_batch=None, **batch):
+        return SimpleNamespace(loss=self.weight * self.factors.pop(0))
+
+
+def run_epoch(factors, limit, tmp_path):
+    from accelerate import Accelerator
+
+    args = ScriptArguments(warmup_steps=0, learning_rate=0.1, max_nonfinite_steps=limit, output_dir=str(tmp_path))
+    run = RunContext("mvaema", 0, args, Accelerator(cpu=True), tmp_path)
+    model = ScriptedLossModel(factors)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [{"labels": torch.ones(1, 2, dtype=torch.long), "input_ids": torch.ones(1, 2, dtype=torch.long)}] * len(factors)
+    state = checkpoints.TrainingState()
+    return model, state, lambda: train_epoch(run, model, optimizer, batches, state)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path):
+    model, state, train = run_epoch([1.0, math.nan, 1.0, math.inf], limit=10, tmp_path=tmp_path)
+    train()
+    assert state.nonfinite_steps == 2 and state.global_step == 4
+    assert model.weight.item() == pytest.approx(1.0 - 2 * 0.1)  # two SGD steps of gradient 1, none from NaN or inf
+
+
+def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
+    _model, state, train = run_epoch([math.nan, 1.0, math.nan], limit=1, tmp_path=tmp_path)
+    with pytest.raises(FloatingPointError, match=r"2 training steps had a NaN or infinite loss.*--max_nonfinite_steps 1"):
+        train()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("arguments", "named"), [
+    ({"batch_size": 0}, "--batch_size must be at least 1, got 0"),
+    ({"num_epochs": 0}, "--num_epochs must be at least 1, got 0"),
+    ({"caption_drop_rate": 1.5}, "--caption_drop_rate is a share of prompts, between 0 and 1; got 1.5"),
+    ({"caption_drop_rate": -0.1}, "--caption_drop_rate"),
+    ({"model_overrides": '{"text_config": {'}, "--model_overrides is not valid JSON"),
+    ({"model_overrides": "[4]"}, "--model_overrides must be a JSON object"),
+    ({"max_nonfinite_steps": -1}, "--max_nonfinite_steps must be >= 0"),
+])
+def test_bad_numbers_and_overrides_are_named(arguments, named):
+    with pytest.raises(ArgumentError, match=named.replace("[", r"\[").replace("{", r"\{")) as raised:
+        ScriptArguments(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+def test_mixed_precision_is_left_to_accelerate_unless_given():
+    assert ScriptArguments().mixed_precision is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model push
+# ----------------------------------------------------------------------------------------------------------------
+class FakeHfApi:
+    """The HfApi calls a push makes, against a pretend Hub holding `existing` repos ({repo_id: private})."""
+
+    def __init__(self, existing=None, logged_in=True, writable=True):
+        self.existing, self.logged_in, self.writable = dict(existing or {}), logged_in, writable
+        self.uploads = []
+
+    def whoami(self):
+        if not self.logged_in:
+            raise OSError("Invalid user token.")
+        return {"name": "lab"}
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, repo_type=None):
+        if not self.writable:
+            raise OSError("403 Forbidden: you cannot create repos under this name")
+        self.existing.setdefault(repo_id, private)
+
+    def repo_info(self, repo_id, repo_type=None):
+        return SimpleNamespace(private=self.existing[repo_id])
+
+    def upload_folder(self, folder_path, repo_id, repo_type, allow_patterns, commit_message):
+        self.uploads.append({"repo_id": repo_id, "files": list(allow_patterns)})
+
+
+@pytest.fixture()
+def saved_model_dir(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    names = ["config.json", "generation_config.json", "model.safetensors", "modeling_mvaema.py", "losses_mvaema.py",
+             "processor_config.json", "tokenizer.json", "tokenizer_config.json", "README.md", "results.json"]
+    for name in names:
+        (model_dir / name).write_text("x")
+    return model_dir
+
+
+def test_push_uploads_the_model_files_and_never_the_results(saved_model_dir):
+    api = FakeHfApi()
+    reporting.push(saved_model_dir, "lab/mvaema", private=True, api=api)
+    (upload,) = api.uploads
+    assert "results.json" not in upload["files"]
+    assert {"config.json", "model.safetensors", "modeling_mvaema.py", "tokenizer.json", "README.md"} <= set(upload["files"])
+    assert api.existing == {"lab/mvaema": True}
+
+
+def test_push_refuses_an_existing_public_repo_unless_asked(saved_model_dir):
+    api = FakeHfApi(existing={"lab/mvaema": False})
+    with pytest.raises(ArgumentError, match="--push_to_hub lab/mvaema is an existing public repo: pass --hub_public"):
+        reporting.push(saved_model_dir, "lab/mvaema", private=True, api=api)
+    assert api.uploads == []
+    reporting.push(saved_model_dir, "lab/mvaema", private=False, api=api)
+    assert len(api.uploads) == 1
+
+
+@pytest.mark.parametrize(("api", "named"), [
+    (FakeHfApi(logged_in=False), "cannot reach the Hub as a logged-in user"),
+    (FakeHfApi(writable=False), "the Hub refuses this model repo"),
+])
+def test_a_repo_that_will_not_accept_the_push_is_named(api, named):
+    with pytest.raises(ArgumentError, match=f"--push_to_hub lab/mvaema: {named}"):
+        reporting.check_push_target("lab/mvaema", api=api)
