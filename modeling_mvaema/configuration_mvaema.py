@@ -247,8 +247,7 @@ class MVaEMaConfig(PreTrainedConfig):
             return cls(**kwargs)
         if ablation not in ABLATIONS:
             raise ValueError(
-                f"unknown ablation {ablation!r}; use one of {sorted(ABLATIONS)} "
-                "(or None for the full model)."
+                f"unknown ablation {ablation!r}; use one of {sorted(ABLATIONS)} (or None for the full model)."
             )
         return cls(**{**kwargs, ABLATIONS[ablation]: False})
 
@@ -293,19 +292,14 @@ class MVaEMaConfig(PreTrainedConfig):
                 "enable at least one objective."
             )
         if self.itm_negatives not in ITM_NEGATIVE_MODES:
-            raise ValueError(
-                f"itm_negatives={self.itm_negatives!r}; use one of {ITM_NEGATIVE_MODES}."
-            )
+            raise ValueError(f"itm_negatives={self.itm_negatives!r}; use one of {ITM_NEGATIVE_MODES}.")
         if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
             raise ValueError(
                 "need 0 < temperature_min <= temperature_init <= temperature_max, got "
                 f"{self.temperature_min}, {self.temperature_init}, {self.temperature_max}."
             )
         if self.itm_pairs_per_image < 0:
-            raise ValueError(
-                f"itm_pairs_per_image must be >= 0 (0 = every pair), got "
-                f"{self.itm_pairs_per_image}."
-            )
+            raise ValueError(f"itm_pairs_per_image must be >= 0 (0 = every pair), got {self.itm_pairs_per_image}.")
         if self.projection_dim < 1 or self.contrastive_max_length < 1:
             raise ValueError(
                 "projection_dim and contrastive_max_length must be >= 1, got "

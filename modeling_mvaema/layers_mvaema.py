@@ -67,6 +67,13 @@ def residual_on_rows(hidden_states: torch.Tensor, block: nn.Module, rows: torch.
     return flat.index_add(0, rows, block(flat.index_select(0, rows)).to(flat.dtype)).view_as(hidden_states)
 
 
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Boolean key mask, or None when nothing is padded (sdpa then skips masking)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()
+
+
 def self_attention_mask(
     query_length: int,
     key_length: int,

@@ -26,8 +26,9 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .classification_mvaema import MVaEMaClassificationMixin, MVaEMaClassificationOutput
 from .configuration_mvaema import MVaEMaConfig
-from .layers_mvaema import MVaEMaTextModel, MVaEMaVisionEmbeddings, MVaEMaVisionModel, TextMemory
+from .layers_mvaema import MVaEMaTextModel, MVaEMaVisionEmbeddings, MVaEMaVisionModel, TextMemory, padding_mask
 from .losses_mvaema import (
     image_text_contrastive_loss,
     image_text_matching_loss,
@@ -39,7 +40,6 @@ from .losses_mvaema import (
     token_sequence_keys,
 )
 
-CLASSIFY_METHODS = ("itc", "itm", "lm")
 # `register_for_auto_class` records one auto class per model class; these are added to the saved auto_map by hand.
 QUESTION_ANSWERING_AUTO_CLASSES = ("AutoModelForVisualQuestionAnswering", "AutoModelForImageTextToText")
 ZERO_SHOT_AUTO_CLASS = "AutoModelForZeroShotImageClassification"
@@ -88,24 +88,6 @@ class MVaEMaOutput(ModelOutput):
     cache: EncoderDecoderCache | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
-
-
-@dataclass
-class MVaEMaClassificationOutput(ModelOutput):
-    """
-    Output of [`MVaEMaForQuestionAnswering.classify`].
-
-    Args:
-        scores (`torch.FloatTensor` of shape `(num_images, num_labels)`): higher is better. `"itc"`: cosine similarity;
-            `"itm"`: matching probability (labels outside the re-ranked ITC candidates get `-inf`); `"lm"`: decoder
-            log-likelihood of the label text as the answer (per token when `length_normalize=True`).
-        top_k_indices (`torch.LongTensor` of shape `(num_images, k)`), top_k_scores (`torch.FloatTensor` of shape
-            `(num_images, k)`): the `k = min(top_k, num_labels)` best labels per image, best first.
-    """
-
-    scores: torch.FloatTensor | None = None
-    top_k_indices: torch.LongTensor | None = None
-    top_k_scores: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -313,8 +295,7 @@ class MVaEMaModel(MVaEMaPreTrainedModel):
             attention_mask = text_ids.ne(self.config.pad_token_id).long()
         if attention_mask.shape != text_ids.shape:
             raise ValueError(
-                f"the attention mask of {name} has shape {list(attention_mask.shape)}, expected "
-                f"{list(text_ids.shape)}."
+                f"the attention mask of {name} has shape {list(attention_mask.shape)}, expected {list(text_ids.shape)}."
             )
         if not bool((text_ids[:, 0] == self.config.cls_token_id).all()) or not bool(attention_mask[:, 0].all()):
             raise ValueError(
@@ -348,8 +329,8 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
         the question).
     caption_ids (`(B, Lc)`), caption_mask (`(B, Lc)`): "[CLS] caption [SEP]" of each pair's image (the caption that
         states its category). ITC then also contrasts each image with the captions of the batch, identical captions
-        being one text (`losses_mvaema.token_sequence_keys`): the caption of a category is a positive for every image of that
-        category. Zero-shot classification ranks exactly these caption texts.
+        being one text (`losses_mvaema.token_sequence_keys`): the caption of a category is a positive for every image
+        of that category. Zero-shot classification ranks exactly these caption texts.
     return_logits (`bool`): return the logits of every answer position. Default: yes, except in training mode with
         `labels`, where the LM head then runs on the answer tokens only (padding is about a third of a batch's answer
         grid and would cost a vocabulary-sized projection per position); `logits` is then None. Same loss either way.
@@ -364,7 +345,7 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     return_logits: bool | None
 
 
-class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
+class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixin, GenerationMixin):
     """MVaEMa for visual question answering: the shared encoders (`model.mvaema`) and the language-model head.
 
     Training: `model(pixel_values, input_ids, attention_mask, labels, image_index)` returns the three losses (ITC, ITM,
@@ -430,7 +411,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         `arange(B)`, which needs I == B). Each image goes through the vision tower once, however many questions
         share it.
         """
-        return self._encode(pixel_values, input_ids, self.mvaema.text_attention_mask(input_ids, attention_mask), image_index)
+        return self._encode(
+            pixel_values, input_ids, self.mvaema.text_attention_mask(input_ids, attention_mask), image_index
+        )
 
     def _encode(
         self,
@@ -504,21 +487,18 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if return_logits is None:
             return_logits = not (self.training and labels is not None)
         memory = TextMemory(encoder_outputs.last_hidden_state, mask=padding_mask(attention_mask))
+        read_positions = None if return_logits else self._up_to_last_answer_token(labels)
         decoder_states = self.mvaema.text_model(
-            decoder_input_ids,
-            decoder_attention_mask,
-            memory,
-            is_causal=True,
-            position_ids=decoder_position_ids,
-            cache=cache,
-            read_positions=None if return_logits else self._up_to_last_answer_token(labels),
+            decoder_input_ids, decoder_attention_mask, memory, is_causal=True, position_ids=decoder_position_ids,
+            cache=cache, read_positions=read_positions,
         )
         logits = self.lm_head(decoder_states) if return_logits else None
         losses = {}
         if labels is not None:
             token_logits, token_labels = self._answer_token_logits(decoder_states, logits, labels)
-            pair_prompt = training_inputs.get("pair_prompt_ids")
-            prompt = (input_ids, attention_mask) if pair_prompt is None else (pair_prompt, training_inputs.get("pair_prompt_mask"))
+            prompt = (training_inputs.get("pair_prompt_ids"), training_inputs.get("pair_prompt_mask"))
+            if prompt[0] is None:
+                prompt = (input_ids, attention_mask)
             losses = self._losses(labels, token_logits, token_labels, encoder_outputs, prompt, training_inputs)
         output = MVaEMaOutput(
             logits=logits,
@@ -662,7 +642,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             text_to_image = (text_features @ image_features.T / temperature).detach()
         loss_itm = None
         if self.config.use_itm and text_keys.unique().numel() > 1:
-            loss_itm = self._itm_loss(text_ids, text_mask, image_embeds, image_index, row_keys, text_keys, text_to_image)
+            loss_itm = self._itm_loss(
+                text_ids, text_mask, image_embeds, image_index, row_keys, text_keys, text_to_image
+            )
         return loss_itc, loss_itm
 
     def _caption_contrastive_loss(
@@ -704,7 +686,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         text_ids = torch.cat([text_ids[pairs], text_ids[pairs], text_ids[negative_texts]])
         text_mask = torch.cat([text_mask[pairs], text_mask[pairs], text_mask[negative_texts]])
         image_rows = torch.cat([image_index[pairs], negative_images, image_index[pairs]])
-        return image_text_matching_loss(self.mvaema.itm_logits(text_ids, text_mask, image_embeds, image_rows), len(pairs))
+        return image_text_matching_loss(
+            self.mvaema.itm_logits(text_ids, text_mask, image_embeds, image_rows), len(pairs)
+        )
 
     def itm_negatives(
         self,
@@ -761,139 +745,6 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         model_inputs["decoder_position_ids"] = positions[None]
         return model_inputs
 
-    # ------------------------------------------------------------------------------------------ classification
-
-    @torch.no_grad()
-    def classify(
-        self,
-        pixel_values: torch.FloatTensor,
-        label_input_ids: torch.LongTensor,
-        label_attention_mask: torch.LongTensor | None = None,
-        method: str = "itc",
-        question_input_ids: torch.LongTensor | None = None,
-        question_attention_mask: torch.LongTensor | None = None,
-        top_k: int = 5,
-        itm_candidates: int = 16,
-        length_normalize: bool = True,
-        label_pair_input_ids: torch.LongTensor | None = None,
-        label_pair_attention_mask: torch.LongTensor | None = None,
-    ) -> MVaEMaClassificationOutput:
-        """Rank label texts (e.g. "The image shows nanowires") for each image.
-
-        Args:
-            pixel_values (`(N, 3, H, W)`): the images.
-            label_input_ids (`(C, L)`), label_attention_mask (`(C, L)`): "[CLS] label [SEP]" per label, tokenized
-                like answers (`MVaEMaProcessor.prepare_label_texts`).
-            label_pair_input_ids (`(C, L')`), label_pair_attention_mask: what `"itc"` and `"itm"` compare with the
-                image, in the training pairs' format "[CLS] caption question [SEP] label [SEP]" (e.g. the caption
-                that names the category; `prepare_label_texts(..., questions=, captions=)`); default: the labels.
-            method: `"itc"` cosine similarity of the image and label embeddings; `"itm"` matching probability of the
-                grounded encoder, re-ranking the `max(itm_candidates, top_k)` best ITC labels (all labels when there
-                are that few, or without ITC); `"lm"` log-likelihood of the label tokens (without the final [SEP]:
-                a label is the start of an answer) as the decoder's answer to `question_input_ids` (`(1 or N, Lq)`),
-                summed, or averaged per token when `length_normalize` (the default, so long labels are not
-                penalised).
-            top_k: how many labels to return per image.
-        """
-        self._check_classify_method(method, question_input_ids)
-        label_attention_mask = self.mvaema.text_attention_mask(label_input_ids, label_attention_mask, "label_input_ids")
-        image_embeds = self.mvaema.vision_model(pixel_values)
-        if method == "lm":
-            scores = self._lm_scores(
-                image_embeds,
-                label_input_ids,
-                label_attention_mask,
-                question_input_ids,
-                question_attention_mask,
-                length_normalize,
-            )
-        else:
-            if label_pair_input_ids is not None:
-                label_input_ids = label_pair_input_ids
-                label_attention_mask = self.mvaema.text_attention_mask(label_pair_input_ids, label_pair_attention_mask, "label_pair")
-            scores = None
-            if self.config.use_itc:
-                scores = (
-                    self.mvaema.normalized_image_features(image_embeds) @ self.mvaema.normalized_text_features(label_input_ids, label_attention_mask).T
-                )
-            if method == "itm":
-                candidates = max(itm_candidates, top_k)
-                scores = self._itm_scores(image_embeds, label_input_ids, label_attention_mask, scores, candidates)
-        top = scores.topk(min(top_k, scores.shape[1]), dim=1)
-        return MVaEMaClassificationOutput(scores=scores, top_k_indices=top.indices, top_k_scores=top.values)
-
-    def _check_classify_method(self, method: str, question_input_ids: torch.Tensor | None):
-        if method not in CLASSIFY_METHODS:
-            raise ValueError(f"classify method must be one of {CLASSIFY_METHODS}, got {method!r}.")
-        if method == "itc" and not self.config.use_itc:
-            raise ValueError(
-                "this model was built without ITC (use_itc=False, ablation 'no_itc'), so it has "
-                "no image/text embeddings to compare; use method='itm' or method='lm'."
-            )
-        if method == "itm" and not self.config.use_itm:
-            raise ValueError(
-                "this model was built without ITM (use_itm=False, ablation 'no_itm'), so it has "
-                "no matching head; use method='itc' or method='lm'."
-            )
-        if method == "lm" and question_input_ids is None:
-            raise ValueError(
-                "method='lm' scores each label as the answer to a question; pass "
-                "question_input_ids (e.g. the processor's tokenization of the classification question)."
-            )
-
-    def _itm_scores(
-        self,
-        image_embeds: torch.Tensor,
-        label_ids: torch.Tensor,
-        label_mask: torch.Tensor,
-        itc_scores: torch.Tensor | None,
-        candidates: int,
-    ) -> torch.Tensor:
-        num_images, num_labels = image_embeds.shape[0], label_ids.shape[0]
-        if itc_scores is None or num_labels <= candidates:
-            candidate_labels = torch.arange(num_labels, device=label_ids.device).expand(num_images, -1)
-        else:
-            candidate_labels = itc_scores.topk(candidates, dim=1).indices
-        image_rows = torch.arange(num_images, device=label_ids.device).repeat_interleave(candidate_labels.shape[1])
-        pairs = candidate_labels.flatten()
-        probabilities = self.mvaema.itm_logits(label_ids[pairs], label_mask[pairs], image_embeds, image_rows).sigmoid()
-        scores = probabilities.new_full((num_images, num_labels), float("-inf"))
-        return scores.scatter(1, candidate_labels, probabilities.view(num_images, -1))
-
-    def _lm_scores(
-        self,
-        image_embeds: torch.Tensor,
-        label_ids: torch.Tensor,
-        label_mask: torch.Tensor,
-        question_ids: torch.Tensor,
-        question_mask: torch.Tensor | None,
-        length_normalize: bool,
-    ) -> torch.Tensor:
-        num_images, num_labels = image_embeds.shape[0], label_ids.shape[0]
-        if question_ids.shape[0] not in (1, num_images):
-            raise ValueError(
-                f"question_input_ids has {question_ids.shape[0]} rows; give one question for "
-                f"all {num_images} images or one per image."
-            )
-        question_mask = self.mvaema.text_attention_mask(question_ids, question_mask, "question_input_ids")
-        question_ids, question_mask = question_ids.expand(num_images, -1), question_mask.expand(num_images, -1)
-        question_states = self.mvaema.grounded_text_states(image_embeds, None, question_ids, question_mask)
-        is_target = label_mask[:, 1:].bool() & label_ids[:, 1:].ne(self.config.sep_token_id)
-        targets = label_ids[:, 1:].masked_fill(~is_target, -100)
-        image_rows = torch.arange(num_images, device=label_ids.device).repeat_interleave(num_labels)
-        pairs = torch.arange(num_labels, device=label_ids.device).repeat(num_images)
-        memory = TextMemory(question_states, mask=padding_mask(question_mask[image_rows]), index=image_rows)
-        decoder_ids = self.prepare_decoder_input_ids_from_labels(targets)[pairs]
-        log_probs = self.lm_head(self.mvaema.text_model(decoder_ids, None, memory, is_causal=True)).log_softmax(dim=-1)
-        is_target, targets = is_target[pairs], targets[pairs]
-        token_scores = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * is_target
-        scores = token_scores.sum(dim=1)
-        if length_normalize:
-            scores = scores / is_target.sum(dim=1).clamp(min=1)
-        return scores.view(num_images, num_labels)
-
-
-
 
 def check_image_index(image_index: torch.Tensor | None, num_images: int, batch_size: int) -> None:
     """`image_index` `(B,)` must name a row of `pixel_values` for each question (None: one image per question)."""
@@ -914,13 +765,6 @@ def check_image_index(image_index: torch.Tensor | None, num_images: int, batch_s
             f"image_index values must lie in [0, {num_images - 1}] (rows of pixel_values), got min "
             f"{int(image_index.min())} and max {int(image_index.max())}."
         )
-
-
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Boolean key mask, or None when nothing is padded (sdpa then skips masking)."""
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()
 
 
 def checked_training_kwargs(kwargs: dict) -> MVaEMaTrainingKwargs:

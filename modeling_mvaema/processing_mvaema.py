@@ -223,14 +223,26 @@ class MVaEMaProcessor(ProcessorMixin):
         training pairs' format, "[CLS] caption question [SEP] label [SEP]", as `label_pair_input_ids` and
         `label_pair_attention_mask` `(C, L')`: what ITC and ITM compare with an image."""
         labels = self._check_texts("labels", labels)
-        answer_ids = [ids[: self.max_answer_length - 1] for ids in self.tokenizer(list(labels), add_special_tokens=False)["input_ids"]]
-        data = self._padded("label", [[self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id] for ids in answer_ids])
+        answer_ids = [
+            ids[: self.max_answer_length - 1]
+            for ids in self.tokenizer(list(labels), add_special_tokens=False)["input_ids"]
+        ]
+        data = self._padded(
+            "label", [[self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id] for ids in answer_ids]
+        )
         if questions is not None:
             questions = self._check_texts("questions", questions)
             captions = self._check_optional_list("captions", captions, len(questions))
             prompts = self._question_ids(questions, captions, self.max_question_length)
-            data.update(self._padded("label_pair", [[*prompt, *ids, self.tokenizer.sep_token_id]
-                                                    for prompt, ids in zip(prompts, answer_ids, strict=True)]))
+            data.update(
+                self._padded(
+                    "label_pair",
+                    [
+                        [*prompt, *ids, self.tokenizer.sep_token_id]
+                        for prompt, ids in zip(prompts, answer_ids, strict=True)
+                    ],
+                )
+            )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _padded(self, prefix: str, token_ids: list[list[int]]) -> dict:
@@ -317,9 +329,7 @@ class MVaEMaProcessor(ProcessorMixin):
         )
         budget = max_length - 2
         if budget < 1:
-            raise ValueError(
-                f"max_question_length={max_length} leaves no room for the question."
-            )
+            raise ValueError(f"max_question_length={max_length} leaves no room for the question.")
         ids = []
         for question, caption in zip(question_tokens, caption_tokens, strict=True):
             question = question[:budget]
@@ -340,9 +350,7 @@ class MVaEMaProcessor(ProcessorMixin):
             raise ValueError(f"{name} must be a non-empty list of strings, got {texts!r:.80}.")
         for position, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f"{name}[{position}] is {text!r:.80}; every entry must be non-empty text."
-                )
+                raise ValueError(f"{name}[{position}] is {text!r:.80}; every entry must be non-empty text.")
         return list(texts)
 
     @staticmethod
@@ -352,19 +360,14 @@ class MVaEMaProcessor(ProcessorMixin):
         if isinstance(values, str) or not isinstance(values, Sequence):
             raise ValueError(f"{name} must be a list with one entry per question.")
         if len(values) != batch_size:
-            raise ValueError(
-                f"{len(values)} {name} for {batch_size} questions; give one per question."
-            )
+            raise ValueError(f"{len(values)} {name} for {batch_size} questions; give one per question.")
         return list(values)
 
     @staticmethod
     def _check_images(images) -> list[Image.Image]:
         images = [images] if isinstance(images, Image.Image) else images
         if not isinstance(images, Sequence) or len(images) == 0:
-            raise TypeError(
-                f"images must be a PIL image or a non-empty list of them, got "
-                f"{type(images).__name__}."
-            )
+            raise TypeError(f"images must be a PIL image or a non-empty list of them, got {type(images).__name__}.")
         for position, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(
@@ -377,13 +380,10 @@ class MVaEMaProcessor(ProcessorMixin):
     def _check_image_index(image_index: Sequence[int], batch_size: int, num_images: int) -> list[int]:
         image_index = list(image_index)
         if len(image_index) != batch_size:
-            raise ValueError(
-                f"image_index has {len(image_index)} entries for {batch_size} questions."
-            )
+            raise ValueError(f"image_index has {len(image_index)} entries for {batch_size} questions.")
         if any(not 0 <= index < num_images for index in image_index):
             raise ValueError(
-                f"image_index values must lie in [0, {num_images - 1}] (positions in images), "
-                f"got {image_index}."
+                f"image_index values must lie in [0, {num_images - 1}] (positions in images), got {image_index}."
             )
         return image_index
 

@@ -32,7 +32,9 @@ def run_elsewhere(tmp_path: Path, body: str, arguments: list[str], constants: di
     test with the script's stderr when it exits non-zero."""
     script = tmp_path / "run_elsewhere.py"
     constants = {"REPO_ROOT": REPO_ROOT, **(constants or {})}
-    script.write_text("".join(f"{name} = {value!r}\n" for name, value in constants.items()) + WITHOUT_OUR_PACKAGES + body)
+    script.write_text(
+        "".join(f"{name} = {value!r}\n" for name, value in constants.items()) + WITHOUT_OUR_PACKAGES + body
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
     environment = {

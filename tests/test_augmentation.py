@@ -43,7 +43,9 @@ def test_quarter_turns_and_flips_only_move_pixels():
     assert not torch.equal(out, batch)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [("min_crop_scale", 0.0, "min_crop_scale"), ("noise_std", -1.0, "noise_std")])
+@pytest.mark.parametrize(
+    ("field", "value", "message"), [("min_crop_scale", 0.0, "min_crop_scale"), ("noise_std", -1.0, "noise_std")]
+)
 def test_bad_settings_are_named(field, value, message):
     with pytest.raises(ValueError, match=message):
         AugmentationSettings(**{field: value})

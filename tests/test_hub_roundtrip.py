@@ -48,7 +48,14 @@ def test_saved_model_and_processor_load_with_auto_classes_elsewhere(tmp_path):
     model.save_pretrained(saved)
     processor.save_pretrained(saved)
     files = set(os.listdir(saved))
-    shipped_code = {"modeling_mvaema.py", "layers_mvaema.py", "losses_mvaema.py", "configuration_mvaema.py", "processing_mvaema.py"}
+    shipped_code = {
+        "modeling_mvaema.py",
+        "layers_mvaema.py",
+        "losses_mvaema.py",
+        "classification_mvaema.py",
+        "configuration_mvaema.py",
+        "processing_mvaema.py",
+    }
     assert {"model.safetensors", *shipped_code} <= files
     assert not any(name.endswith(".bin") for name in files)
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]

@@ -107,7 +107,8 @@ def test_installed_package_loads_a_saved_model_silently_in_a_terminal(saved_mode
     pseudo-terminal, where such a prompt would wait for an answer), and no shipped code is imported."""
     _, _, folder = saved_model
     script = tmp_path / "load.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         from transformers import AutoModel, AutoProcessor, pipeline
         from modeling_mvaema import MVaEMaForQuestionAnswering, MVaEMaProcessor
@@ -118,7 +119,8 @@ def test_installed_package_loads_a_saved_model_silently_in_a_terminal(saved_mode
         classifier = pipeline("zero-shot-image-classification", model={str(folder / "model")!r})
         shipped = [name for name in sys.modules if name.startswith("transformers_modules")]
         print("LOADED", type(auto).__module__, type(auto_processor).__module__, shipped)
-    """))
+    """)
+    )
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     result = subprocess.run(
         ["script", "-qec", f"{sys.executable} {script}", "/dev/null"],
