@@ -185,6 +185,6 @@ class TeacherGenerationSettings:
 
 
 def category_answer_prefix(category: str) -> str:
-    """How an answer to `CLASSIFICATION_QUESTION` begins; the grounded teacher starts its answers this
-    way and classification scores each category by how well the image supports this text."""
+    """How the grounded (synthetic) teacher begins its answers to `CLASSIFICATION_QUESTION`. Classification does not
+    depend on it: its label texts come from the caption template (`caption_for_category`)."""
     return f"The image shows {readable_category(category)}"

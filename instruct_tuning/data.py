@@ -87,6 +87,10 @@ class PixelStore:
     def to(self, device: torch.device | str) -> "PixelStore":
         return PixelStore(self.pixels.to(device), self.image_keys)
 
+    @property
+    def image_size(self) -> int:
+        return self.pixels.shape[-1]
+
 
 def decode_for_model(source: dict, size: int) -> np.ndarray:
     """An image column entry ({"path", "bytes"}) -> uint8 [3, size, size], decoded once at reduced scale.
@@ -172,7 +176,8 @@ class QATable:
     """One split's QA pairs, tokenised once. Rows align with the split's dataset rows.
 
     image_index [N]: pixel-store index of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
-    their masks; labels [N, La] (-100 on padding); category [N].
+    their masks; labels [N, La] (-100 on padding); category [N]; caption_ids / caption_mask [N, Lc]: "[CLS] caption
+    [SEP]" of each pair's image.
     """
 
     image_index: torch.Tensor
@@ -182,6 +187,8 @@ class QATable:
     prompt_mask_no_caption: torch.Tensor
     labels: torch.Tensor
     category: torch.Tensor
+    caption_ids: torch.Tensor
+    caption_mask: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -195,6 +202,8 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
     questions = split["question"]
     with_caption = processor(questions=questions, captions=split["caption"], answers=split["answer"], return_tensors="pt")
     without_caption = processor(questions=questions, return_tensors="pt")
+    captions = processor.tokenizer(list(split["caption"]), padding=True, truncation=True,
+                                   max_length=processor.max_question_length, return_tensors="pt")
     width = with_caption["input_ids"].shape[1]
     pad = processor.tokenizer.pad_token_id
     return QATable(
@@ -205,6 +214,8 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
         prompt_mask_no_caption=pad_columns(without_caption["attention_mask"], width, 0),
         labels=with_caption["labels"],
         category=torch.tensor(split["category"]),
+        caption_ids=captions["input_ids"],
+        caption_mask=captions["attention_mask"],
     )
 
 
@@ -271,11 +282,13 @@ class QACollator:
     epoch from the seed), so the model also answers and classifies without being told the category.
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
-    question, and classification compares images with caption-led category texts.
+    question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
+    images: classification ranks exactly those caption texts. With `augmentation`, each image of a batch is varied
+    (training only), reproducibly from (seed, epoch, batch order).
     """
 
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
-                 caption_drop_rate: float = 0.0, seed: int = 0):
+                 caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None):
         if captions not in ("always", "never", "drop"):
             raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
         self.table = table
@@ -283,10 +296,12 @@ class QACollator:
         self.captions = captions
         self.caption_drop_rate = caption_drop_rate
         self.seed = seed
-        self.epoch = 0
+        self.augmentation = augmentation
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
 
     def _caption_kept(self, indices: torch.Tensor) -> torch.Tensor:
         if self.captions != "drop":
@@ -308,9 +323,15 @@ class QACollator:
         if self.captions == "drop":
             pair_ids, pair_mask = trim_to_longest(table.prompt_ids[indices], table.prompt_mask[indices])
             pair_prompt = {"pair_prompt_ids": pair_ids, "pair_prompt_mask": pair_mask}
+        caption_ids, caption_mask = trim_to_longest(table.caption_ids[indices], table.caption_mask[indices])
+        pixel_values = self.pixel_store.normalized(batch_images)
+        if self.augmentation is not None:
+            pixel_values = self.augmentation(pixel_values, generator=self.generator)
         return {
             **pair_prompt,
-            "pixel_values": self.pixel_store.normalized(batch_images),
+            "caption_ids": caption_ids,
+            "caption_mask": caption_mask,
+            "pixel_values": pixel_values,
             "image_index": image_index,
             "image_keys": table.image_index[indices],  # the pixel-store index is unique per micrograph
             "input_ids": input_ids,

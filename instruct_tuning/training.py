@@ -17,6 +17,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from instruct_tuning.arguments import ScriptArguments
+from instruct_tuning.augmentation import MicrographAugmentation
 from instruct_tuning.checkpoints import (
     TrainingState,
     best_model_dir,
@@ -108,7 +109,9 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
     if len(sampler) == 0:
         raise ValueError(f"fold {fold}: the training split has {len(data.train)} QA pairs, fewer than one batch of "
                          f"{args.batch_size}; lower --batch_size or add data")
-    collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate, seed=args.seed + fold)
+    augmentation = MicrographAugmentation(data.pixel_store.image_size) if args.augment else None
+    collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
+                          seed=args.seed + fold, augmentation=augmentation)
     validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
                                                   seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
     validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate, seed=0)

@@ -1,0 +1,145 @@
+"""Label texts come from the caption template, not from a teacher's phrasing; ITC fits images to them; the
+vocabulary is trained once per corpus; training batches carry the captions and, when asked, augmented pixels."""
+
+import subprocess
+import sys
+import textwrap
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dataset_builder.question_families import CLASSIFICATION_QUESTION, caption_for_category
+from instruct_tuning.augmentation import MicrographAugmentation
+from instruct_tuning.data import ImageGroupedBatchSampler, PixelStore, QACollator, tokenize_split
+from instruct_tuning.factories import attach_categories, cached_processor, train_processor
+from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
+
+CATEGORIES = ["Fibres", "Particles", "Patterned_surface"]
+IMAGES_PER_CATEGORY = 6
+SIZE = 32
+
+
+def toy_image(category: int, index: int) -> np.ndarray:
+    """Three looks a tiny model tells apart: stripes, dots, a checkerboard (each with its own noise)."""
+    rng = np.random.default_rng(category * 100 + index)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    period = 4 + index % 3
+    pattern = [np.sin(xs / period), np.cos(xs / period) * np.cos(ys / period), ((xs // period + ys // period) % 2) - 0.5]
+    grey = (127 + 100 * pattern[category] + rng.normal(0, 8, (SIZE, SIZE))).clip(0, 255).astype(np.uint8)
+    return np.stack([grey] * 3)
+
+
+def corpus_without_the_image_shows() -> datasets.Dataset:
+    """Two QA pairs per image from a teacher that never starts an answer with "The image shows"."""
+    rows = []
+    phrasing = {0: "Long thin strands run across the field", 1: "Round specks sit apart on a flat ground",
+                2: "A regular grid of squares covers the surface"}
+    for category in range(len(CATEGORIES)):
+        for index in range(IMAGES_PER_CATEGORY):
+            for question, answer in ((CLASSIFICATION_QUESTION, f"Most likely: {phrasing[category]}."),
+                                     ("Describe the surface.", f"Seen at this scale, {phrasing[category].lower()}.")):
+                rows.append({"image_id": f"{category}-{index}", "question": question, "answer": answer,
+                             "caption": caption_for_category(CATEGORIES[category]), "category": category})
+    features = datasets.Features({"image_id": datasets.Value("string"), "question": datasets.Value("string"),
+                                  "answer": datasets.Value("string"), "caption": datasets.Value("string"),
+                                  "category": datasets.ClassLabel(names=CATEGORIES)})
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def pixel_store(corpus) -> PixelStore:
+    keys = sorted(set(corpus["image_id"]))
+    pixels = torch.from_numpy(np.stack([toy_image(int(key.split("-")[0]), int(key.split("-")[1])) for key in keys]))
+    return PixelStore(pixels, keys)
+
+
+def test_label_texts_are_the_caption_template_whatever_the_teacher_wrote():
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    captions = [caption_for_category(name) for name in CATEGORIES]
+    assert processor.category_texts == captions and processor.category_captions == captions
+    inputs = processor.classification_inputs()
+    decoded = processor.tokenizer.batch_decode(inputs["label_pair_input_ids"], skip_special_tokens=True)
+    assert [text.strip() for text in decoded] == captions
+    assert not any("The image shows" in text for text in corpus["answer"])
+
+
+@pytest.mark.slow
+def test_itc_fits_images_to_the_caption_texts_with_a_teacher_of_another_phrasing():
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    store = pixel_store(corpus)
+    table = tokenize_split(corpus, processor, store)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
+    config = MVaEMaConfig.from_tokenizer(
+        processor.tokenizer,
+        vision_config=dict(tower, image_size=SIZE, patch_size=8),
+        text_config=dict(tower, max_position_embeddings=64),
+    )
+    model = MVaEMaForQuestionAnswering(config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sampler = ImageGroupedBatchSampler(table.image_index, batch_size=12, questions_per_image=2, seed=0)
+    collator = QACollator(table, store, captions="drop", caption_drop_rate=0.5, seed=0)
+    for epoch in range(60):
+        sampler.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        for indices in sampler:
+            loss = model(**collator(indices)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    images = [Image.fromarray(toy_image(category, index).transpose(1, 2, 0)) for category in range(3) for index in range(6)]
+    ranked = processor.rank_categories(model, images, method="itc", top_k=1)
+    predicted = [entries[0]["label"] for entries in ranked]
+    truth = [CATEGORIES[category] for category in range(3) for _ in range(6)]
+    accuracy = np.mean([p == t for p, t in zip(predicted, truth)])
+    assert accuracy >= 0.9, (accuracy, predicted)
+
+
+def test_training_batches_carry_each_pairs_caption_and_augmented_pixels_reproducibly():
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    store = pixel_store(corpus)
+    table = tokenize_split(corpus, processor, store)
+    indices = list(range(0, 24, 2))
+    plain_collator = QACollator(table, store, captions="drop", caption_drop_rate=0.5, seed=3)
+    plain_collator.set_epoch(2)
+    plain = plain_collator(indices)
+    captions = processor.tokenizer.batch_decode(plain["caption_ids"], skip_special_tokens=True)
+    assert [text.strip() for text in captions] == [corpus[i]["caption"] for i in indices]
+
+    augmented = QACollator(table, store, captions="drop", caption_drop_rate=0.5, seed=3,
+                           augmentation=MicrographAugmentation(SIZE))
+    augmented.set_epoch(2)
+    first = augmented(indices)
+    augmented.set_epoch(2)
+    again = augmented(indices)
+    assert torch.equal(first["pixel_values"], again["pixel_values"]), "same (seed, epoch, batch): same pixels"
+    assert not torch.equal(first["pixel_values"], plain["pixel_values"])
+    for name in ("input_ids", "labels", "caption_ids", "image_index"):
+        assert torch.equal(first[name], plain[name])
+
+
+def test_the_vocabulary_is_trained_once_per_corpus_and_read_back_in_another_process(tmp_path):
+    corpus = corpus_without_the_image_shows()
+    corpus.save_to_disk(tmp_path / "corpus")
+    script = textwrap.dedent(f"""
+        import datasets, json
+        from pathlib import Path
+        from instruct_tuning.factories import cached_processor
+        corpus = datasets.load_from_disk({str(tmp_path / "corpus")!r})
+        processor = cached_processor(corpus, Path({str(tmp_path / "cache")!r}), vocab_size=400, image_size={SIZE})
+        print(json.dumps(sorted(processor.tokenizer.get_vocab().items())))
+    """)
+    vocabularies = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        for _ in range(2)
+    ]
+    assert vocabularies[0] == vocabularies[1]
+    assert len(list((tmp_path / "cache").glob("processor-*"))) == 1
+    other_settings = cached_processor(corpus, tmp_path / "cache", vocab_size=450, image_size=SIZE)
+    assert len(list((tmp_path / "cache").glob("processor-*"))) == 2 and len(other_settings.tokenizer) > 0
