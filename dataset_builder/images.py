@@ -88,7 +88,7 @@ def scan_image_folder(image_root: str | os.PathLike) -> FolderScan:
     images: list[FolderImage] = []
     visited: set[str] = set()
     for category in categories:
-        for path in _visible_files(root / category, visited):
+        for path in visible_files(root / category, visited):
             relative = path.relative_to(root).as_posix()
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(FolderImage(path, relative, category))
@@ -104,8 +104,10 @@ def category_folders(image_root: Path) -> tuple[str, ...]:
     return tuple(sorted(path.name for path in image_root.iterdir() if not path.name.startswith(".") and path.is_dir()))
 
 
-def _visible_files(folder: Path, visited: set[str]) -> list[Path]:
-    """Visible regular files under `folder`, following links; folders already `visited` (by real path) are skipped."""
+def visible_files(folder: Path, visited: set[str] | None = None) -> list[Path]:
+    """Visible regular files under `folder` (the package's folder rule: names starting with "." ignored, links
+    followed), each folder read once; folders already in `visited` (real paths, shared across calls) are skipped."""
+    visited = set() if visited is None else visited
     files = []
     for current, folder_names, file_names in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)

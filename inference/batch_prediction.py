@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dataset_builder.images import IMAGE_SUFFIXES, BadImageError, open_micrograph, scan_image_folder
+from dataset_builder.images import IMAGE_SUFFIXES, BadImageError, open_micrograph, scan_image_folder, visible_files
 from dataset_builder.question_families import QuestionFamily
 
 from .assistant import MicrographAssistant
@@ -50,23 +50,13 @@ def find_micrographs(image_root: str | os.PathLike) -> list[MicrographFile]:
 
 
 def _visible_image_files(root: Path) -> list[Path]:
-    """Image-named visible files under `root`, following folder links but reading a folder only once."""
-    files, visited = [], set()
-    for current, folder_names, file_names in os.walk(root, followlinks=True):
-        real = os.path.realpath(current)
-        if real in visited:
-            folder_names[:] = []
-            continue
-        visited.add(real)
-        folder_names[:] = sorted(name for name in folder_names if not name.startswith("."))
-        for name in sorted(file_names):
-            path = Path(current) / name
-            if name.startswith("."):
-                continue
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                files.append(path)
-            else:
-                logger.warning("skipped %s: not an image file name", path.relative_to(root).as_posix())
+    """Image-named files under `root` by the package's folder rule (`dataset_builder.images.visible_files`)."""
+    files = []
+    for path in visible_files(root):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(path)
+        else:
+            logger.warning("skipped %s: not an image file name", path.relative_to(root).as_posix())
     return sorted(files)
 
 

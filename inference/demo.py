@@ -20,7 +20,7 @@ from dataset_builder.images import IMAGE_SUFFIXES, BadImageError, open_micrograp
 from dataset_builder.question_families import QUESTION_FAMILIES, caption_for_category, readable_category
 
 from .assistant import MicrographAssistant
-from .loading import ModelLoadError, ModelSource
+from .loading import ModelLoadError, ModelSource, add_model_arguments
 
 QUESTION_CHOICES = [(f"{family.title}: {question}", question) for family in QUESTION_FAMILIES
                     for question in family.questions]
@@ -112,11 +112,7 @@ def build_demo(assistant: MicrographAssistant):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="Saved model folder or Hub repo id.")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="Run the Python files shipped with the model instead of the installed classes.")
-    parser.add_argument("--revision", default=None,
-                        help="Hub commit sha to load (required with --trust-remote-code for a Hub id).")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0: every interface).")
     parser.add_argument("--port", type=int, default=7860)
     return parser.parse_args(argv)

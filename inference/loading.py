@@ -103,3 +103,12 @@ def _model_type(source: ModelSource) -> str | None:
 def _looks_like_path(name: str) -> bool:
     """A Hub id is `name` or `owner/name`; anything else (absolute, relative, deeper) is meant as a folder."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "") or not name
+
+
+def add_model_arguments(parser) -> None:
+    """`--model`, `--trust-remote-code` and `--revision`, the same for every command that loads a model."""
+    parser.add_argument("--model", required=True, help="Saved model folder or Hub repo id.")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="Run the Python files shipped with the model instead of the installed classes.")
+    parser.add_argument("--revision", default=None,
+                        help="Hub commit sha to load (required with --trust-remote-code for a Hub id).")

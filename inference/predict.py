@@ -21,7 +21,7 @@ from dataset_builder.question_families import FAMILIES_BY_KEY, family_by_key
 
 from .assistant import MicrographAssistant
 from .batch_prediction import predict_folder
-from .loading import ModelLoadError, ModelSource
+from .loading import ModelLoadError, ModelSource, add_model_arguments
 
 DEFAULT_QUESTION = "Describe the overall shape and morphology of the nanomaterials."
 DEFAULT_FAMILIES = ("basics", "morphology_and_structure", "surface_characteristics")
@@ -36,11 +36,7 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="Saved model folder or Hub repo id.")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="Run the Python files shipped with the model instead of the installed classes.")
-    parser.add_argument("--revision", default=None,
-                        help="Hub commit sha to load (required with --trust-remote-code for a Hub id).")
+    add_model_arguments(parser)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--image", help="One micrograph file (JPEG, PNG, TIFF incl. 16-bit, ...).")
     target.add_argument("--images", help="A folder tree of micrographs (category sub-folders or not).")
