@@ -28,7 +28,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,12 +191,12 @@ def check_parses(command: Command, monkeypatch) -> None:
 
 
 def check_pip_install(command: Command) -> None:
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = importlib.metadata.metadata("mvaema").get_all("Provides-Extra") or []
     assert command.argv[1:3] == ["install", "-e"], f"{command}: only `pip install -e .` forms are checked"
     target = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", command.argv[3])
     assert target, f"{command}: install the repository (.) or one of its extras (.[name])"
     for extra in (target.group(1) or "").split(","):
-        assert not extra or extra in extras, f"{command}: pyproject.toml has no extra {extra!r}"
+        assert not extra or extra in extras, f"{command}: the package has no extra {extra!r}"
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS, ids=str)
@@ -313,6 +312,10 @@ def test_a_wrong_flag_in_a_page_fails_the_check(monkeypatch):
         command = _parse_line("example.md", 1, text)
         with pytest.raises(AssertionError, match="rejects its arguments"):
             check_parses(command, monkeypatch)
+    with pytest.raises(AssertionError, match="no extra 'gui'"):
+        check_parses(_parse_line("example.md", 1, 'pip install -e ".[gui]"'), monkeypatch)
+    with pytest.raises(AssertionError, match="not a Makefile target"):
+        check_parses(_parse_line("example.md", 1, "make train"), monkeypatch)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
