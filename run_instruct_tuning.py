@@ -1,11 +1,12 @@
 """Instruction-tune MVaEMa on a teacher corpus, evaluate it the way the paper does, and publish it.
 
-    python run_instruct_tuning.py                      # the main job: built-in synthetic corpus, MVaEMa + BLIP peer
+    python run_instruct_tuning.py                      # the main job: synthetic corpus, MVaEMa + BLIP peer + baselines
     accelerate launch run_instruct_tuning.py --images DIR --teacher-cache answers.jsonl --cross-validate
     accelerate launch run_instruct_tuning.py --dataset my-org/sem-instruct --init-from my-org/mvaema --fold 3
 
-Top to bottom: arguments, data, every (variant, fold) run, then the tables, the model, its card and the push.
-The pieces live in `instruct_tuning/`: arguments, data, factories, training, checkpoints, evaluation, reporting.
+Top to bottom: arguments, data, every (variant, fold) run and the supervised baselines of each fold, then the tables,
+the model, its card and the push. The pieces live in `instruct_tuning/`: arguments, data, factories, training,
+checkpoints, evaluation, baselines, reporting.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from transformers import HfArgumentParser
 from instruct_tuning import evaluation, reporting
 from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import write_text_atomically
+from instruct_tuning.baselines.runs import baseline_settings, mvaema_vision_config, run_baseline
 from instruct_tuning.checkpoints import RESULT_FILE, clear_run_outputs
 from instruct_tuning.data import FoldData, build_pixel_store, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
@@ -52,6 +54,16 @@ def run_variant(run: RunContext, data: FoldData, processor) -> dict | None:
         write_text_atomically(result_file, json.dumps(result, indent=2))
     run.accelerator.wait_for_everyone()
     return result
+
+
+def run_baselines(args: ScriptArguments, data: FoldData, fold: int, processor, accelerator, results: dict) -> None:
+    """The `--baselines` of one fold, on the main process (each is small; the others wait), into `results`."""
+    if accelerator.is_main_process:
+        settings = baseline_settings(args, fold, mvaema_vision_config(args, processor), accelerator.device)
+        for name in args.baseline_names:
+            run_dir = Path(args.output_dir) / "runs" / name / f"fold_{fold}"
+            results.setdefault(name, {})[fold] = run_baseline(name, data, settings, run_dir, args.resume)
+    accelerator.wait_for_everyone()
 
 
 def publish(args: ScriptArguments, summary: dict, processor, corpus) -> None:
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             result = run_variant(run, data, processor)
             if result is not None:
                 results.setdefault(variant, {})[fold] = result
+        run_baselines(args, data, fold, processor, accelerator, results)
 
     summary = {}
     if accelerator.is_main_process:

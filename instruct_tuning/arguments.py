@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from instruct_tuning.variants import ABLATIONS, selected_variants
 
+# The built-in synthetic main job must stay under 15 minutes on 2 CPU cores: per fold the features baseline costs
+# about 40 s and the ViT about 70 s there, ResNet and Swin 3-4 minutes each.
+SYNTHETIC_BASELINES = "vit,features"
+
 
 class ArgumentError(ValueError):
     """A command-line value the run cannot use; `str()` is one line naming the argument and the fix."""
@@ -27,6 +31,11 @@ class ScriptArguments:
     # Models.
     ablation: str = field(default="none", metadata={"help": "none, all, or one of: " + ", ".join(ABLATIONS)})
     train_peer: bool = field(default=True, metadata={"help": "Also train transformers' BlipForQuestionAnswering at the same size."})
+    baselines: str | None = field(default=None, metadata={"help": (
+        "Supervised baselines of the paper's Table 2 trained on the same folds, pixels and schedule: a comma-separated "
+        "list of vit, resnet, swin, features, or all, or none. Default: " + SYNTHETIC_BASELINES + " for the built-in "
+        "synthetic corpus (the two that keep the main job under 15 minutes on 2 CPU cores; ResNet and Swin cost "
+        "3-4 minutes a fold each there), none for other corpora.")})
     init_from: str | None = field(default=None, metadata={"help": "A saved or Hub MVaEMa to fine-tune (keeps its tokenizer)."})
     vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary trained on the corpus when not --init-from."})
     model_overrides: str = field(default="{}", metadata={"help": 'JSON of MVaEMaConfig fields, e.g. \'{"text_config": {"num_hidden_layers": 4}}\'.'})
@@ -42,6 +51,7 @@ class ScriptArguments:
     early_stopping_patience: int = 10
     questions_per_image: int = field(default=4, metadata={"help": "Questions of one image grouped in a batch (image encoded once)."})
     groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 1 for the built-in synthetic corpus)."})
+    augment: bool = field(default=True, metadata={"help": "Train-time augmentation of micrographs: crops across scales, flips, quarter turns, brightness, contrast, noise (MVaEMa, the peer and the baselines; never at evaluation)."})
     caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption."})
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: what `accelerate config` or `accelerate launch --mixed_precision` set, else no)."})
@@ -63,12 +73,15 @@ class ScriptArguments:
         if uses_synthetic:  # the built-in demo must finish in minutes on a laptop CPU (see README)
             self.num_epochs = 15 if self.num_epochs is None else self.num_epochs
             self.groups_per_image = 1 if self.groups_per_image is None else self.groups_per_image
+            self.baselines = SYNTHETIC_BASELINES if self.baselines is None else self.baselines
         if self.num_epochs is None:
             self.num_epochs = 50
+        self.baselines = "none" if self.baselines is None else self.baselines
         if self.images is not None and not self.teacher_cache:
             raise ArgumentError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
         try:
             selected_variants(self.ablation, self.train_peer)
+            _ = self.baseline_names  # a bad --baselines stops the run here, before any work
         except ValueError as error:
             raise ArgumentError(str(error)) from None
         self._check_numbers()
@@ -108,6 +121,14 @@ class ScriptArguments:
     @property
     def variants(self) -> list[str]:
         return selected_variants(self.ablation, self.train_peer)
+
+    @property
+    def baseline_names(self) -> list[str]:
+        """`--baselines` as names of `instruct_tuning.baselines.BASELINES`, in the order given."""
+        # Imported here, not at the top: the baselines reuse the training loop's pieces, which import these arguments.
+        from instruct_tuning.baselines import parse_baselines
+
+        return parse_baselines(self.baselines)
 
     @property
     def folds(self) -> list[int]:

@@ -1,6 +1,7 @@
 """The paper's evaluation: VQA text metrics on generated answers, zero-shot classification without captions.
 
-Both the student and the BLIP peer are evaluated by the same code: answers come from `generate`, and
+Both the student and the BLIP peer are evaluated by the same code: answers come from `generate` with one shared
+generation config (MVaEMa's decoding settings, `default_generation_config`), and
 classification ranks the categories by `classify(..., method=...)` (the peer supports the decoder
 likelihood method only). References are decoded from their own token ids, so that truncation, unknown words
 and WordPiece detokenisation treat the reference exactly as they treat the model's answer.
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import GenerationConfig
 
 from metrics.vqa_text.vqa_text import VqaText
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
+from modeling_mvaema import MVaEMaConfig
+from modeling_mvaema.modeling_mvaema import default_generation_config
 
 CLASSIFICATION_METHODS = ("itc", "itm", "lm")
 
@@ -24,15 +28,45 @@ def available_methods(model) -> list[str]:
     return [m for m in CLASSIFICATION_METHODS if (m != "itc" or config.use_itc) and (m != "itm" or config.use_itm)]
 
 
+def shared_generation_config(processor, max_new_tokens: int) -> GenerationConfig:
+    """MVaEMa's decoding settings for the processor's vocabulary, greedy, answers capped at `max_new_tokens`. The
+    student and the peer share the tokenizer, so the special-token ids (and the suppressed tokens) are the same."""
+    generation = default_generation_config(MVaEMaConfig.from_tokenizer(processor.tokenizer))
+    generation.update(max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+    return generation
+
+
+def generation_config_for(model, shared: GenerationConfig) -> GenerationConfig:
+    """`shared` for `model`, after checking that the model's special tokens have the ids `shared` decodes with.
+    BLIP's `generate` starts from its decoder start token and stops at its [SEP], whatever the config says."""
+    if hasattr(model.config, "use_itc"):
+        own = {"bos_token_id": model.config.dec_token_id, "eos_token_id": model.config.sep_token_id,
+               "pad_token_id": model.config.pad_token_id}
+    else:
+        text = model.config.text_config
+        own = {"bos_token_id": model.decoder_start_token_id, "eos_token_id": text.sep_token_id,
+               "pad_token_id": text.pad_token_id}
+    different = {name: (token_id, getattr(shared, name)) for name, token_id in own.items()
+                 if token_id != getattr(shared, name)}
+    if different:
+        raise ValueError(f"the model's special tokens {different} (model, processor) are not the processor's; "
+                         "evaluate a model with the processor (tokenizer) it was trained with")
+    return shared
+
+
+def decoding_settings(generation: GenerationConfig, processor) -> dict:
+    """What the VQA tables state about decoding: the shared settings, suppressed tokens by name."""
+    return {"max_new_tokens": generation.max_new_tokens, "num_beams": generation.num_beams,
+            "do_sample": generation.do_sample, "no_repeat_ngram_size": generation.no_repeat_ngram_size,
+            "suppress_tokens": processor.tokenizer.convert_ids_to_tokens(list(generation.suppress_tokens or []))}
+
+
 @torch.no_grad()
 def generate_answers(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> list[str]:
-    """Greedy answers (the student's generation_config settings, same for both models) for the table's pairs."""
+    """Greedy answers for the table's pairs, decoded with `shared_generation_config` whichever model answers."""
     model.eval()
     count = len(table) if limit is None else min(limit, len(table))
-    generation = model.generation_config if hasattr(model.config, "use_itc") else None
-    settings = {"max_new_tokens": table.labels.shape[1], "num_beams": 1, "do_sample": False}
-    if generation is not None and generation.no_repeat_ngram_size:
-        settings["no_repeat_ngram_size"] = generation.no_repeat_ngram_size
+    generation = generation_config_for(model, shared_generation_config(processor, table.labels.shape[1]))
     answers: list[str] = []
     for start in range(0, count, batch_size):
         rows = torch.arange(start, min(start + batch_size, count))
@@ -42,7 +76,7 @@ def generate_answers(model, processor, table, pixel_store, device, batch_size: i
             pixel_values=pixel_store.normalized(table.image_index[rows]).to(device),
             input_ids=table.prompt_ids[rows, :length].to(device),
             attention_mask=mask[:, :length].to(device),
-            **settings,
+            generation_config=generation,
         )
         answers.extend(processor.batch_decode(generated, skip_special_tokens=True))
     return answers
@@ -105,8 +139,11 @@ def evaluate_fold(model, processor, data, device, batch_size: int, max_questions
     """The paper's evaluation on the test fold of `data` (FoldData): VQA with captions, classification without, by
     the method that classifies the validation fold best."""
     method = select_classification_method(model, processor, data.validation, data, device, batch_size)
+    generation = shared_generation_config(processor, data.test.labels.shape[1])
     return {
         "vqa": evaluate_vqa(model, processor, data.test, data.pixel_store, device, batch_size, max_questions),
+        "generation": decoding_settings(generation, processor),
         "classification": evaluate_classification(model, processor, data.test, data, device, batch_size, method),
         "classification_method": method,
+        "parameters": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
     }

@@ -1,23 +1,34 @@
 """Results of a training run: results.json, the paper-style tables, a confusion matrix, the model card, the push.
 
-`summarize` turns per-(variant, fold) results into one section per model with fold means (and standard
-deviations when several folds ran); everything else renders that summary.
+`summarize` turns per-(model, fold) results into one section per model with fold means (and standard
+deviations when several folds ran); everything else renders that summary. A model is a variant (MVaEMa, an
+ablation, the BLIP peer) or a supervised baseline, which has no VQA part.
 """
 
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import write_text_atomically
+from instruct_tuning.baselines import BASELINES
 from instruct_tuning.variants import DISPLAY_NAMES, MVAEMA, PEER
 
 VQA_COLUMNS = (("BLEU-2", "bleu2"), ("BLEU-4", "bleu4"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"),
                ("ROUGE-L", "rougeL"), ("METEOR", "meteor"))
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+# The top-level model_card.md, read as package data (instruct_tuning/model_card.md links to it) so that an installed
+# wheel renders the same card as a checkout.
+MODEL_CARD_TEMPLATE = "model_card.md"
+CLASSIFICATION_COLUMNS = (("Top-1", "top1"), ("Top-5", "top5"), ("Macro F1", "macro_f1"))
+
+
+def display_name(model: str) -> str:
+    """The row name of a variant or baseline in the tables."""
+    return BASELINES[model].display_name if model in BASELINES else DISPLAY_NAMES.get(model, model)
 
 
 def _mean_and_std(values: list) -> tuple:
@@ -43,21 +54,31 @@ MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors",
 
 def summarize(results: dict, class_names: list[str], args: dict, wall_time_seconds: float,
               environment: dict | None = None) -> dict:
-    """`environment`: what the run actually used (mixed precision, process count, device)."""
+    """`results`: {model: {fold: result}}. `environment`: what the run actually used (mixed precision, process count,
+    device)."""
     summary: dict = {"meta": {"class_names": class_names, "arguments": args, "wall_time_seconds": wall_time_seconds,
                               **({"environment": environment} if environment else {})}}
-    for variant, by_fold in results.items():
-        folds = sorted(by_fold)
-        section = {"folds": folds, "classification_method": [by_fold[f]["classification_method"] for f in folds]}
-        for part in ("vqa", "classification"):
-            mean, std = _mean_and_std([_numeric(by_fold[f][part]) for f in folds])
-            section[part], section[f"{part}_std"] = mean, std
-        section["classification"]["confusion_matrix"] = np.sum(
-            [by_fold[f]["classification"]["confusion_matrix"] for f in folds], axis=0).astype(int).tolist()
-        section["vqa_examples"] = by_fold[folds[0]]["vqa"].get("examples", [])
-        section["epochs"] = [by_fold[f]["training"]["epochs"] for f in folds]
-        summary[variant] = section
+    for model, by_fold in results.items():
+        summary[model] = _model_section([by_fold[fold] for fold in sorted(by_fold)], sorted(by_fold))
     return summary
+
+
+def _model_section(runs: list[dict], folds: list[int]) -> dict:
+    """Fold means and stds of one model's results; the VQA part only where the model answers questions."""
+    section = {"folds": folds, "classification_method": [run["classification_method"] for run in runs]}
+    for part in ("vqa", "classification"):
+        if part in runs[0]:
+            section[part], section[f"{part}_std"] = _mean_and_std([_numeric(run[part]) for run in runs])
+    section["classification"]["confusion_matrix"] = np.sum(
+        [run["classification"]["confusion_matrix"] for run in runs], axis=0).astype(int).tolist()
+    if "vqa" in runs[0]:
+        section["vqa_examples"] = runs[0]["vqa"].get("examples", [])
+    if "generation" in runs[0]:
+        section["generation"] = runs[0]["generation"]
+    if "parameters" in runs[0]:
+        section["parameters"] = runs[0]["parameters"]
+    section["epochs"] = [run["training"]["epochs"] for run in runs]
+    return section
 
 
 def _cell(summary: dict, variant: str, part: str, key: str) -> str:
@@ -66,32 +87,83 @@ def _cell(summary: dict, variant: str, part: str, key: str) -> str:
     return f"{mean:.3f} ± {std:.3f}" if len(summary[variant]["folds"]) > 1 else f"{mean:.3f}"
 
 
-def results_tables(summary: dict) -> str:
-    """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
+def _parameters(section: dict) -> str:
+    count = section.get("parameters")
+    return "" if count is None else f"{count / 1e6:.2f} M" if count >= 10_000 else f"{count:,}"
+
+
+def decoding_line(summary: dict, models: list[str]) -> list[str]:
+    """The decoding settings every VQA row was generated with, stated under Table 1."""
+    settings = [summary[model]["generation"] for model in models if "generation" in summary[model]]
+    if not settings:
+        return []
+    first = settings[0]
+    same = all(setting == first for setting in settings)
+    text = (f"greedy (num_beams {first['num_beams']}, no sampling), max_new_tokens {first['max_new_tokens']}, "
+            f"no_repeat_ngram_size {first['no_repeat_ngram_size']}, suppressed tokens "
+            f"{' '.join(first['suppress_tokens']) or 'none'}")
+    return ["", f"Decoding ({'every model alike' if same else 'NOT the same for every model'}): {text}."]
+
+
+def vqa_tables(summary: dict) -> list[str]:
     models = [v for v in (MVAEMA, PEER) if v in summary]
-    ablations = [v for v in DISPLAY_NAMES if v in summary and v not in (MVAEMA, PEER)]
     lines = ["**Table 1: VQA (test fold, prompts with captions)**", "",
              "| Model | " + " | ".join(name for name, _ in VQA_COLUMNS) + " |",
              "|---" * (len(VQA_COLUMNS) + 1) + "|"]
-    lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |" for v in models]
-    lines += ["", "**Table 2: zero-shot classification (test fold, no captions)**", "",
-              "| Model | Top-1 | Top-5 | Macro F1 | Method |", "|---|---|---|---|---|"]
-    lines += [f"| {DISPLAY_NAMES[v]} | {_cell(summary, v, 'classification', 'top1')} | "
-              f"{_cell(summary, v, 'classification', 'top5')} | {_cell(summary, v, 'classification', 'macro_f1')} | "
-              f"{', '.join(sorted(set(summary[v]['classification_method'])))} |" for v in models]
-    if MVAEMA in summary:
-        per_class = summary[MVAEMA]["classification"]["per_class"]
-        lines += ["", "**Table 4: MVaEMa per category**", "", "| Category | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
+    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |"
+              for v in models]
+    return lines + decoding_line(summary, models)
+
+
+def classification_models(summary: dict) -> list[str]:
+    """MVaEMa, the peer, then the baselines in the order they ran."""
+    return [v for v in (MVAEMA, PEER) if v in summary] + [name for name in summary if name in BASELINES]
+
+
+def classification_table(summary: dict) -> list[str]:
+    lines = ["**Table 2: classification (test fold, no captions; MVaEMa and the peer zero-shot, baselines supervised)**",
+             "", "| Model | " + " | ".join(name for name, _ in CLASSIFICATION_COLUMNS) + " | Parameters | Method |",
+             "|---" * (len(CLASSIFICATION_COLUMNS) + 3) + "|"]
+    for model in classification_models(summary):
+        section = summary[model]
+        cells = [_cell(summary, model, "classification", key) for _, key in CLASSIFICATION_COLUMNS]
+        methods = ", ".join(sorted(set(section["classification_method"])))
+        lines.append(f"| {display_name(model)} | {' | '.join(cells)} | {_parameters(section)} | {methods} |")
+    return lines
+
+
+def per_class_tables(summary: dict) -> list[str]:
+    """Table 4's per-category precision, recall and F1 for MVaEMa and every baseline."""
+    lines = []
+    for model in [m for m in classification_models(summary) if m != PEER]:
+        per_class = summary[model]["classification"]["per_class"]
+        lines += ["", f"**Table 4: {display_name(model)} per category**", "",
+                  "| Category | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']:.0f} |"
                   for name, c in per_class.items()]
-    if ablations:
-        rows = [MVAEMA, *ablations] if MVAEMA in summary else ablations
-        lines += ["", "**Table 5: ablations, VQA**", "", "| Variant | BLEU-4 | ROUGE-L | METEOR |", "|---|---|---|---|"]
-        lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "vqa", k) for k in ("bleu4", "rougeL", "meteor")) + " |"
-                  for v in rows]
-        lines += ["", "**Table 6: ablations, classification**", "", "| Variant | Avg precision | Avg recall | Avg F1 |", "|---|---|---|---|"]
-        lines += [f"| {DISPLAY_NAMES[v]} | " + " | ".join(_cell(summary, v, "classification", k)
-                                                        for k in ("macro_precision", "macro_recall", "macro_f1")) + " |" for v in rows]
+    return lines
+
+
+def ablation_tables(summary: dict) -> list[str]:
+    ablations = [v for v in DISPLAY_NAMES if v in summary and v not in (MVAEMA, PEER)]
+    if not ablations:
+        return []
+    rows = [MVAEMA, *ablations] if MVAEMA in summary else ablations
+    lines = ["", "**Table 5: ablations, VQA**", "", "| Variant | BLEU-4 | ROUGE-L | METEOR |", "|---|---|---|---|"]
+    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for k in ("bleu4", "rougeL", "meteor"))
+              + " |" for v in rows]
+    lines += ["", "**Table 6: ablations, classification**", "", "| Variant | Avg precision | Avg recall | Avg F1 |",
+              "|---|---|---|---|"]
+    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "classification", k)
+                                                    for k in ("macro_precision", "macro_recall", "macro_f1")) + " |"
+              for v in rows]
+    return lines
+
+
+def results_tables(summary: dict) -> str:
+    """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
+    lines = [*vqa_tables(summary), "", *classification_table(summary), *per_class_tables(summary),
+             *ablation_tables(summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +184,7 @@ def plot_confusion_matrix(summary: dict, variant: str, path: Path) -> None:
     for (row, column), count in np.ndenumerate(matrix):
         axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
                   color="white" if count > matrix.max() / 2 else "black")
-    axis.set_title(f"{DISPLAY_NAMES.get(variant, variant)}: confusion matrix (test, no captions)")
+    axis.set_title(f"{display_name(variant)}: confusion matrix (test, no captions)")
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -151,7 +223,7 @@ def render_model_card(summary: dict, corpus) -> str:
     )
     arguments = summary["meta"]["arguments"]
     card = ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE_PATH),
+        card_data, template_str=files("instruct_tuning").joinpath(MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"),
         teachers=", ".join(teachers), prompt_versions=", ".join(prompt_versions),
         num_images=len(set(corpus["image_id"])), num_pairs=len(corpus), class_names=", ".join(summary["meta"]["class_names"]),
         synthetic_only=all(t.startswith("grounded-synthetic") for t in teachers),
@@ -211,8 +283,23 @@ def push(model_dir: Path, repo_id: str, private: bool = True, api=None) -> str:
     return repo_id
 
 
+def best_baseline(summary: dict) -> str | None:
+    """The trained baseline with the highest mean top-1, or None when none ran."""
+    baselines = [name for name in summary if name in BASELINES]
+    return max(baselines, key=lambda name: summary[name]["classification"]["top1"], default=None)
+
+
+def headline(summary: dict) -> str:
+    """MVaEMa next to the best baseline it trained: top-1, top-5, macro F1 (mean ± std over folds)."""
+    rows = [model for model in (MVAEMA, best_baseline(summary)) if model in summary]
+    return "\n".join(f"{display_name(model)}: " + ", ".join(
+        f"{name} {_cell(summary, model, 'classification', key)}" for name, key in CLASSIFICATION_COLUMNS)
+        for model in rows)
+
+
 def print_summary(summary: dict, output_dir: Path) -> None:
     print("\n" + results_tables(summary))
+    print(headline(summary))
     minutes = summary["meta"]["wall_time_seconds"] / 60
     print(f"Done in {minutes:.1f} min. Model: {output_dir / 'model'}  Results: {output_dir / 'results.json'}, "
           f"{output_dir / 'results.md'}  Confusion matrix: {output_dir / 'confusion_matrix_mvaema.png'}  "

@@ -14,8 +14,9 @@ from instruct_tuning.baselines import (
 )
 from instruct_tuning.baselines.features import class_probabilities, fit_logistic_regression
 from instruct_tuning.baselines.models import swin_classifier, trainable_parameters, vit_classifier
-from instruct_tuning.baselines.training import LabelledImages, optimizer_step_with_warmup
+from instruct_tuning.baselines.training import LabelledImages
 from instruct_tuning.data import PixelStore, QATable
+from instruct_tuning.training import optimizer_step_with_warmup
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 
@@ -41,7 +42,8 @@ def qa_table(image_index: list[int], categories: list[int]) -> QATable:
     count = len(image_index)
     tokens = torch.zeros(count, 4, dtype=torch.long)
     return QATable(image_index=image_index, prompt_ids=tokens, prompt_mask=tokens, prompt_ids_no_caption=tokens,
-                   prompt_mask_no_caption=tokens, labels=tokens, category=torch.tensor(categories).repeat_interleave(2))
+                   prompt_mask_no_caption=tokens, labels=tokens, category=torch.tensor(categories).repeat_interleave(2),
+                   caption_ids=tokens, caption_mask=tokens)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_tuning.evaluation import distinct_images
+from instruct_tuning.training import optimizer_step_with_warmup
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 
@@ -24,7 +25,9 @@ from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 @dataclass
 class BaselineSettings:
     """The training script's optimisation settings. `batch_size` counts images; `vision_config` is MVaEMa's (its
-    image_size must be the pixel store's); `device` None trains where the pixel store lives."""
+    image_size must be the pixel store's); `device` None trains where the pixel store lives. `augmentation` (a
+    `MicrographAugmentation`, or None) varies each training batch, reproducibly from (seed, epoch); evaluation never
+    augments."""
 
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -36,6 +39,7 @@ class BaselineSettings:
     eval_batch_size: int = 128
     vision_config: MVaEMaVisionConfig = field(default_factory=MVaEMaVisionConfig)
     device: str | None = None
+    augmentation: torch.nn.Module | None = None
 
     def __post_init__(self):
         for name in ("batch_size", "num_epochs", "eval_batch_size"):
@@ -60,22 +64,14 @@ class LabelledImages:
         return len(self.image_index)
 
 
-def optimizer_step_with_warmup(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
-    """`optimizer.step()` at the learning rate scaled by (step + 1) / warmup_steps during warm-up. The scheduler's own
-    rate is restored afterwards, so ReduceLROnPlateau keeps halving the configured rate, not a warm-up one."""
-    scale = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    rates = [group["lr"] for group in optimizer.param_groups]
-    for group, rate in zip(optimizer.param_groups, rates):
-        group["lr"] = rate * scale
-    optimizer.step()
-    for group, rate in zip(optimizer.param_groups, rates):
-        group["lr"] = rate
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one training epoch: batch order, then augmentation, from (seed, epoch) only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def training_batches(images: LabelledImages, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """Index batches of one epoch in an order that depends only on (seed, epoch)."""
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return list(order.split(batch_size))
+def training_batches(images: LabelledImages, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Index batches of one epoch in an order drawn from `generator`."""
+    return list(torch.randperm(len(images), generator=generator).split(batch_size))
 
 
 @torch.no_grad()
@@ -92,8 +88,11 @@ def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settin
     """One pass over the training images; returns the next optimizer step and the mean training loss."""
     model.train()
     total = 0.0
-    for batch in training_batches(train, settings.batch_size, settings.seed, epoch):
+    generator = epoch_generator(settings.seed, epoch)
+    for batch in training_batches(train, settings.batch_size, generator):
         pixel_values = pixel_store.normalized(train.image_index[batch]).to(device)
+        if settings.augmentation is not None:
+            pixel_values = settings.augmentation(pixel_values, generator=generator)
         loss = model(pixel_values=pixel_values, labels=train.labels[batch].to(device)).loss
         loss.backward()
         optimizer_step_with_warmup(optimizer, step, settings.warmup_steps)

@@ -1,0 +1,88 @@
+"""The result tables: baselines (no VQA part) beside MVaEMa in Table 2 with parameter counts, per-class tables for
+every classifier, the decoding settings under Table 1, and the printed headline next to the best baseline."""
+
+import pytest
+
+from instruct_tuning import reporting
+
+CLASS_NAMES = ["Fibres", "Particles"]
+DECODING = {"max_new_tokens": 64, "num_beams": 1, "do_sample": False, "no_repeat_ngram_size": 4,
+            "suppress_tokens": ["[PAD]", "[CLS]"]}
+
+
+def classification(top1: float, f1_first: float = 0.5) -> dict:
+    per_class = {"Fibres": {"precision": f1_first, "recall": f1_first, "f1": f1_first, "support": 5},
+                 "Particles": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 5}}
+    return {"top1": top1, "top5": 1.0, "macro_precision": 0.7, "macro_recall": 0.7, "macro_f1": top1 - 0.05,
+            "per_class": per_class, "confusion_matrix": [[3, 2], [1, 4]]}
+
+
+def mvaema_run(top1: float) -> dict:
+    vqa = {"bleu2": 0.3, "bleu4": 0.1, "rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35, "meteor": 0.3,
+           "examples": [{"prediction": "a", "reference": "b"}]}
+    return {"vqa": vqa, "generation": DECODING, "classification": classification(top1), "classification_method": "itc",
+            "parameters": 1_550_000, "training": {"epochs": 3}}
+
+
+def baseline_run(top1: float, parameters: int) -> dict:
+    return {"classification": classification(top1, f1_first=0.25), "classification_method": "supervised",
+            "parameters": parameters, "training": {"epochs": 2}}
+
+
+@pytest.fixture()
+def summary():
+    results = {"mvaema": {0: mvaema_run(0.8), 1: mvaema_run(0.9)},
+               "vit": {0: baseline_run(0.6, 500_000), 1: baseline_run(0.7, 500_000)},
+               "features": {0: baseline_run(0.65, 310), 1: baseline_run(0.75, 310)}}
+    return reporting.summarize(results, class_names=CLASS_NAMES, args={}, wall_time_seconds=60.0)
+
+
+def test_baselines_are_summarised_without_a_vqa_part(summary):
+    vit = summary["vit"]
+    assert "vqa" not in vit and "vqa_examples" not in vit
+    assert vit["classification"]["top1"] == pytest.approx(0.65) and vit["classification_std"]["top1"] == pytest.approx(0.05)
+    assert vit["classification"]["confusion_matrix"] == [[6, 4], [2, 8]]
+    assert vit["parameters"] == 500_000 and vit["classification_method"] == ["supervised"] * 2
+    assert summary["mvaema"]["generation"] == DECODING and summary["mvaema"]["vqa"]["bleu4"] == pytest.approx(0.1)
+
+
+def test_table_2_lists_every_classifier_with_top1_top5_and_parameters(summary):
+    tables = reporting.results_tables(summary)
+    assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables
+    assert "| MVaEMa | 0.850 ± 0.050 | 1.000 ± 0.000 | 0.800 ± 0.050 | 1.55 M | itc |" in tables
+    assert "| VanillaViT (supervised) | 0.650 ± 0.050 | 1.000 ± 0.000 | 0.600 ± 0.050 | 0.50 M | supervised |" in tables
+    assert "| Gradient + spectrum features (logistic regression) | 0.700 ± 0.050 |" in tables
+    assert "| 310 | supervised |" in tables
+
+
+def test_table_4_per_class_for_mvaema_and_every_baseline(summary):
+    tables = reporting.results_tables(summary)
+    for name in ("MVaEMa", "VanillaViT (supervised)", "Gradient + spectrum features (logistic regression)"):
+        assert f"**Table 4: {name} per category**" in tables
+    assert "| Fibres | 0.250 | 0.250 | 0.250 | 5 |" in tables  # a baseline's row (fold means)
+    assert "| Fibres | 0.500 | 0.500 | 0.500 | 5 |" in tables  # MVaEMa's
+
+
+def test_the_vqa_table_states_the_decoding_settings(summary):
+    tables = reporting.results_tables(summary)
+    assert ("Decoding (every model alike): greedy (num_beams 1, no sampling), max_new_tokens 64, "
+            "no_repeat_ngram_size 4, suppressed tokens [PAD] [CLS].") in tables
+
+
+def test_different_decoding_settings_are_flagged(summary):
+    summary["blip_peer"] = dict(summary["mvaema"], generation={**DECODING, "no_repeat_ngram_size": 0})
+    assert "Decoding (NOT the same for every model)" in reporting.results_tables(summary)
+
+
+def test_headline_puts_mvaema_next_to_the_best_baseline(summary):
+    headline = reporting.headline(summary)
+    assert headline.splitlines() == [
+        "MVaEMa: Top-1 0.850 ± 0.050, Top-5 1.000 ± 0.000, Macro F1 0.800 ± 0.050",
+        "Gradient + spectrum features (logistic regression): Top-1 0.700 ± 0.050, Top-5 1.000 ± 0.000, "
+        "Macro F1 0.650 ± 0.050",
+    ]
+
+
+def test_headline_without_baselines_shows_mvaema_alone(summary):
+    del summary["vit"], summary["features"]
+    assert reporting.headline(summary).splitlines() == ["MVaEMa: Top-1 0.850 ± 0.050, Top-5 1.000 ± 0.000, Macro F1 0.800 ± 0.050"]
