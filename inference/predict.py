@@ -1,4 +1,4 @@
-"""Ask a saved MVaEMa about micrographs: one image and one question, or question families for a whole folder.
+r"""Ask a saved MVaEMa about micrographs: one image and one question, or question families for a whole folder.
 
     mvaema-predict --model outputs/mvaema/model --image micrograph.tif \
         --question "Describe the overall shape and morphology of the nanomaterials."

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from dataset_builder.builder import load_instruct_corpus, load_prepared_corpus
 from dataset_builder.images import BadImageError
 from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus
+from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import write_file_atomically
 from modeling_mvaema.processing_mvaema import to_rgb
 
@@ -54,7 +55,7 @@ def load_corpus(args, accelerator) -> datasets.Dataset:
     """The QA corpus of `args` (ScriptArguments) with a `fold` column; the main process generates and builds it
     first, the others then read its cache."""
     if args.dataset:
-        return load_prepared_corpus(args.dataset)
+        return with_fold_count(load_prepared_corpus(args.dataset), args.num_folds, args.dataset)
     cache_dir = Path(args.output_dir) / "dataset_cache"
     with accelerator.main_process_first():
         if args.images:
@@ -63,6 +64,16 @@ def load_corpus(args, accelerator) -> datasets.Dataset:
         directory = Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
         return synthetic_corpus(directory, args.synthetic_per_category, args.seed, args.num_folds, cache_dir,
                                 generate=accelerator.is_main_process)
+
+
+def with_fold_count(corpus: datasets.Dataset, num_folds: int, source: str) -> datasets.Dataset:
+    """A prepared corpus carries the folds it was built with; `--num_folds` must say the same, or folds would be
+    split wrongly without a word."""
+    built_with = max(corpus["fold"]) + 1
+    if built_with != num_folds:
+        raise ArgumentError(f"--num_folds {num_folds} does not match the dataset {source}, which was built with "
+                            f"{built_with} folds; pass --num_folds {built_with}")
+    return corpus
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Label texts come from the caption template, not from a teacher's phrasing; ITC fits images to them; the
-vocabulary is trained once per corpus; training batches carry the captions and, when asked, augmented pixels."""
+"""What training reads: label texts from the caption template (not a teacher's phrasing), which ITC fits images
+to; a vocabulary trained once per corpus; batches that carry the captions and, when asked, augmented pixels; a
+prepared corpus's fold count."""
 
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 
 from dataset_builder.question_families import CLASSIFICATION_QUESTION, caption_for_category
+from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.augmentation import MicrographAugmentation
-from instruct_tuning.data import ImageGroupedBatchSampler, PixelStore, QACollator, tokenize_split
+from instruct_tuning.data import ImageGroupedBatchSampler, PixelStore, QACollator, tokenize_split, with_fold_count
 from instruct_tuning.factories import attach_categories, cached_processor, train_processor
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
 
@@ -143,3 +145,10 @@ def test_the_vocabulary_is_trained_once_per_corpus_and_read_back_in_another_proc
     assert len(list((tmp_path / "cache").glob("processor-*"))) == 1
     other_settings = cached_processor(corpus, tmp_path / "cache", vocab_size=450, image_size=SIZE)
     assert len(list((tmp_path / "cache").glob("processor-*"))) == 2 and len(other_settings.tokenizer) > 0
+
+
+def test_a_prepared_corpus_with_another_fold_count_is_named():
+    corpus = datasets.Dataset.from_dict({"fold": [0, 1, 2, 3, 4, 0]})
+    assert with_fold_count(corpus, 5, "my-org/sem") is corpus
+    with pytest.raises(ArgumentError, match=r"--num_folds 10 does not match the dataset my-org/sem, which was built with 5 folds"):
+        with_fold_count(corpus, 10, "my-org/sem")
