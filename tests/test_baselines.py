@@ -1,6 +1,8 @@
 """Table 2 baselines: each trains on a fold's distinct images, learns an easy toy task, reports MVaEMa's metric keys
 and reproduces its numbers with the same seed; the --baselines parser names what it rejects."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,70 @@ def test_one_category_is_rejected(toy_fold):
 def test_bad_settings_are_rejected(setting, value):
     with pytest.raises(ValueError, match=f"{setting} must be >= "):
         tiny_settings(**{setting: value})
+
+
+class CountingAugmentation(torch.nn.Module):
+    """Records the batches it varies and the random draw it is given; flips the images (a real change)."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_sizes, self.draws = [], []
+
+    def forward(self, pixel_values, generator=None):
+        self.batch_sizes.append(len(pixel_values))
+        self.draws.append(int(torch.randint(0, 2**30, (1,), generator=generator)))
+        return pixel_values.flip(-1)
+
+
+def test_augmentation_varies_every_training_batch_from_the_seed_and_never_evaluation(toy_fold):
+    train, validation, test, store = toy_fold
+    runs = []
+    for _ in range(2):
+        augmentation = CountingAugmentation()
+        settings = tiny_settings(augmentation=augmentation, num_epochs=2)
+        result = train_and_evaluate_baseline("vit", train, validation, test, store, CLASS_NAMES, settings)
+        runs.append((augmentation, result))
+    (first, result), (second, again) = runs
+    assert first.batch_sizes == [8, 8, 8, 8, 8] * 2  # 40 training images, batches of 8, two epochs; nothing else
+    assert first.draws == second.draws and len(set(first.draws)) == 10  # reproducible, a new draw per batch
+    assert result == again
+
+
+def test_real_augmentation_changes_the_trained_network(toy_fold, results):
+    from instruct_tuning.augmentation import MicrographAugmentation
+
+    train, validation, test, store = toy_fold
+    settings = tiny_settings(augmentation=MicrographAugmentation(IMAGE_SIZE))
+    augmented = train_and_evaluate_baseline("vit", train, validation, test, store, CLASS_NAMES, settings)
+    history, plain_history = augmented["training"]["history"], results["vit"]["training"]["history"]
+    assert [h["train_loss"] for h in history] != [h["train_loss"] for h in plain_history]
+
+
+def test_script_settings_reach_the_baselines(tmp_path):
+    from instruct_tuning.arguments import ScriptArguments
+    from instruct_tuning.augmentation import MicrographAugmentation
+    from instruct_tuning.baselines.runs import baseline_settings
+
+    args = ScriptArguments(learning_rate=3e-4, warmup_steps=7, batch_size=16, num_epochs=4, lr_patience=2,
+                           early_stopping_patience=3, seed=5, output_dir=str(tmp_path))
+    settings = baseline_settings(args, fold=2, vision_config=TINY_VISION, device="cpu")
+    assert (settings.learning_rate, settings.warmup_steps, settings.batch_size, settings.num_epochs) == (3e-4, 7, 16, 4)
+    assert (settings.lr_patience, settings.early_stopping_patience, settings.seed) == (2, 3, 7)  # seed + fold, as MVaEMa
+    assert isinstance(settings.augmentation, MicrographAugmentation) and settings.vision_config is TINY_VISION
+    args.augment = False
+    assert baseline_settings(args, fold=2, vision_config=TINY_VISION, device="cpu").augmentation is None
+
+
+def test_a_finished_baseline_is_read_back_on_resume_and_redone_otherwise(toy_fold, tmp_path):
+    from instruct_tuning.baselines.runs import run_baseline
+    from instruct_tuning.data import FoldData
+
+    train, validation, test, store = toy_fold
+    data = FoldData(train, validation, test, store, CLASS_NAMES)
+    run_dir = tmp_path / "runs" / "features" / "fold_0"
+    first = run_baseline("features", data, tiny_settings(), run_dir, resume=False)
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert stored["classification"]["top1"] == first["classification"]["top1"]
+    (run_dir / "result.json").write_text(json.dumps({**stored, "parameters": -1}))
+    assert run_baseline("features", data, tiny_settings(), run_dir, resume=True)["parameters"] == -1
+    assert run_baseline("features", data, tiny_settings(), run_dir, resume=False)["parameters"] == first["parameters"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from benchmarks import common, run_all
+from benchmarks import common, quality, run_all
 from benchmarks.training_throughput import gpu_kernels, top_kernels
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,3 +96,50 @@ def test_benchmarks_build_the_models_the_training_script_trains():
     assert isinstance(peer, BlipPeerForQuestionAnswering)
     assert type(peer) is type(model_from_config(PEER, config))
     assert common.paper_config(processor).text_config.vocab_size == common.PAPER_VOCAB_SIZE
+
+
+def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_baseline():
+    full = quality.script_arguments(quality.parse_args(["--out", "/tmp/q"]))
+    assert full == ["--cross_validate", "--output_dir", "/tmp/q/run", "--num_folds", "5", "--baselines", "all"]
+    quick = quality.script_arguments(quality.parse_args(["--quick", "--ablations", "--out", "/tmp/q"]))
+    assert quick[quick.index("--num_folds") + 1] == "3" and quick[quick.index("--num_epochs") + 1] == "2"
+    assert quick[quick.index("--baselines") + 1] == "vit,features" and quick[-2:] == ["--ablation", "all"]
+    assert quality.parse_args([]).out == REPO / "benchmarks" / "results" / "quality"
+
+
+def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_version(tmp_path, monkeypatch):
+    """The tables come from the script's own run (here a stand-in that writes what the script writes)."""
+    seen = {}
+
+    def training_script(argv):
+        seen["argv"] = argv
+        run_dir = Path(argv[argv.index("--output_dir") + 1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.md").write_text("**Table 2: classification**\n")
+        (run_dir / "results.json").write_text("{}")
+        return {"mvaema": {"folds": [0, 1, 2, 3, 4]}}
+
+    monkeypatch.setattr(quality.run_instruct_tuning, "main", training_script)
+    assert quality.main(["--out", str(tmp_path)]) == 0
+    assert seen["argv"][:3] == ["--cross_validate", "--output_dir", str(tmp_path / "run")]
+    report = (tmp_path / "quality.md").read_text()
+    assert "- Command: `python -m benchmarks.quality --out " in report and "Wall time: 0.0 min for 5 folds" in report
+    assert "- Package: mvaema " in report and "CPU cores" in report and report.endswith("**Table 2: classification**\n")
+    facts = json.loads((tmp_path / "quality.json").read_text())
+    assert facts["environment"]["cpu_cores"] >= 1 and facts["wall_time_seconds"] >= 0
+    assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_quality_benchmark_quick_mode_trains_and_tabulates_every_model(tmp_path):
+    out = tmp_path / "quality"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quality", "--quick", "--out", str(out), "--synthetic-dir", str(tmp_path / "corpus")],
+        cwd=REPO, capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {"mvaema", "blip_peer", "vit", "features"} <= set(results)
+    assert all(results[model]["folds"] == [0, 1, 2] for model in ("mvaema", "blip_peer", "vit", "features"))
+    report = (out / "quality.md").read_text()
+    assert "| VanillaViT (supervised) | " in report and " ± " in report and "Wall time:" in report

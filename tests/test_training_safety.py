@@ -224,11 +224,21 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
     ({"model_overrides": '{"text_config": {'}, "--model_overrides is not valid JSON"),
     ({"model_overrides": "[4]"}, "--model_overrides must be a JSON object"),
     ({"max_nonfinite_steps": -1}, "--max_nonfinite_steps must be >= 0"),
+    ({"baselines": "vit,cnn"}, "--baselines 'vit,cnn': unknown baseline 'cnn'; give a comma-separated list of vit, resnet"),
+    ({"baselines": "all,vit"}, "'all' and 'none' stand alone"),
 ])
 def test_bad_numbers_and_overrides_are_named(arguments, named):
     with pytest.raises(ArgumentError, match=named.replace("[", r"\[").replace("{", r"\{")) as raised:
         ScriptArguments(**arguments)
     assert "\n" not in str(raised.value)
+
+
+def test_baselines_default_to_the_fast_pair_on_the_synthetic_corpus_and_to_none_elsewhere():
+    assert ScriptArguments().baseline_names == ["vit", "features"]
+    assert ScriptArguments(dataset="my-org/sem-instruct").baseline_names == []
+    assert ScriptArguments(dataset="my-org/sem-instruct", baselines="all").baseline_names == ["vit", "resnet", "swin", "features"]
+    assert ScriptArguments(baselines="none").baseline_names == []
+    assert ScriptArguments().augment and not ScriptArguments(augment=False).augment
 
 
 def test_mixed_precision_is_left_to_accelerate_unless_given():

@@ -26,8 +26,8 @@ from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 class BaselineSettings:
     """The training script's optimisation settings. `batch_size` counts images; `vision_config` is MVaEMa's (its
     image_size must be the pixel store's); `device` None trains where the pixel store lives. `augmentation` (a
-    `MicrographAugmentation`, or None) varies each training batch, reproducibly from (seed, epoch); evaluation never
-    augments."""
+    `MicrographAugmentation`, or None) varies each training batch of a network, reproducibly from (seed, epoch);
+    evaluation never augments, nor does the features baseline (it fits on fixed features, not on batches)."""
 
     learning_rate: float = 1e-3
     warmup_steps: int = 100
