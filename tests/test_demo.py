@@ -134,7 +134,7 @@ def test_demo_refuses_unpinned_remote_code(capsys):
 
 
 @pytest.mark.slow
-def test_a_headless_browser_uploads_asks_and_reads_the_answer(server_url, assistant, files):
+def test_a_headless_browser_uploads_asks_and_reads_the_answer(server_url, assistant, files, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -151,13 +151,13 @@ def test_a_headless_browser_uploads_asks_and_reads_the_answer(server_url, assist
         answer = page.locator("#answer textarea")
         sync_api.expect(answer).to_have_value(expected, timeout=60_000)
         sync_api.expect(page.locator("#categories")).to_contain_text(best_category, timeout=30_000)
-        page.screenshot(path="/tmp/mvaema_demo_answer.png", full_page=True)
+        page.screenshot(path=str(tmp_path / "answer.png"), full_page=True)
 
         page.locator("#micrograph button[aria-label='Clear']").first.click()
         page.locator("#micrograph input[type=file]").set_input_files(str(files["fake"]))
         page.locator("#ask").click()
         message = page.get_by_text("fake.jpg: not an image PIL can identify").first
         sync_api.expect(message).to_be_visible(timeout=30_000)
-        page.screenshot(path="/tmp/mvaema_demo_bad_upload.png")
+        page.screenshot(path=str(tmp_path / "bad_upload.png"))
         assert "Traceback" not in page.content()
         browser.close()
