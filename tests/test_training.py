@@ -49,12 +49,23 @@ def run_script(args, env_extra=None, launcher=(sys.executable, "run_instruct_tun
     return subprocess.run([*launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path):
+def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path, capsys):
     summary = run_instruct_tuning.main(tiny_args(synthetic_dir, tmp_path / "out"))
     for section in ("mvaema", "blip_peer"):
         classification = summary[section]["classification"]
         assert 0.0 <= classification["top1"] <= classification["top5"] <= 1.0
         assert set(summary[section]["vqa"]) >= {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
+    assert summary["mvaema"]["generation"] == summary["blip_peer"]["generation"]
+    for baseline in ("vit", "features"):  # the synthetic corpus's default --baselines, on the same fold
+        assert summary[baseline]["folds"] == [0] and "vqa" not in summary[baseline]
+        assert 0.0 <= summary[baseline]["classification"]["top1"] <= 1.0 and summary[baseline]["parameters"] > 0
+        assert (tmp_path / "out" / "runs" / baseline / "fold_0" / "result.json").exists()
+    tables = (tmp_path / "out" / "results.md").read_text()
+    assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables and "| VanillaViT (supervised) |" in tables
+    assert "**Table 4: Gradient + spectrum features (logistic regression) per category**" in tables
+    assert "Decoding (every model alike): greedy" in tables
+    printed = capsys.readouterr().out
+    assert "\nMVaEMa: Top-1 " in printed and any(line.startswith(("VanillaViT", "Gradient")) for line in printed.splitlines())
     model_dir = tmp_path / "out" / "model"
     assert (model_dir / "model.safetensors").exists() and not list(model_dir.glob("*.bin"))
     card = (model_dir / "README.md").read_text()
@@ -207,7 +218,8 @@ def test_collator_drops_captions_from_prompts_but_not_from_pair_prompts():
     plain = torch.tensor([[2, 12, 3, 0, 0], [2, 13, 3, 0, 0], [2, 14, 3, 0, 0]])
     table = QATable(image_index=torch.tensor([0, 0, 1]), prompt_ids=captioned, prompt_mask=torch.ones_like(captioned),
                     prompt_ids_no_caption=plain, prompt_mask_no_caption=(plain != 0).long(),
-                    labels=torch.tensor([[20, 3], [21, 3], [22, 3]]), category=torch.tensor([0, 0, 1]))
+                    labels=torch.tensor([[20, 3], [21, 3], [22, 3]]), category=torch.tensor([0, 0, 1]),
+                    caption_ids=captioned, caption_mask=torch.ones_like(captioned))
     store = PixelStore(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"])
     batch = QACollator(table, store, captions="drop", caption_drop_rate=1.0)([0, 1, 2])
     assert torch.equal(batch["input_ids"], plain[:, :3]) and torch.equal(batch["pair_prompt_ids"], captioned)
