@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
+from dataset_builder.question_families import CLASSIFICATION_QUESTION, readable_category
 from metrics.vqa_text.vqa_text import VqaText
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema import MVaEMaConfig
@@ -92,6 +93,28 @@ def evaluate_vqa(model, processor, table, pixel_store, device, batch_size: int, 
     return scores
 
 
+@torch.no_grad()
+def evaluate_caption_following(model, processor, table, data, device, batch_size: int) -> dict:
+    """With the true category caption in the prompt (the paper's VQA protocol), how often the answer to the category
+    question names that category: an answer that contradicts its own prompt is wrong however it scores on BLEU."""
+    model.eval()
+    image_index, categories = distinct_images(table)
+    generation = generation_config_for(model, shared_generation_config(processor, table.labels.shape[1]))
+    captions = [processor.category_captions[int(category)] for category in categories]
+    answers: list[str] = []
+    for start in range(0, len(image_index), batch_size):
+        stop = min(start + batch_size, len(image_index))
+        prompts = processor(questions=[CLASSIFICATION_QUESTION] * (stop - start), captions=captions[start:stop])
+        generated = model.generate(pixel_values=data.pixel_store.normalized(image_index[start:stop]).to(device),
+                                   input_ids=prompts["input_ids"].to(device),
+                                   attention_mask=prompts["attention_mask"].to(device), generation_config=generation)
+        answers.extend(processor.batch_decode(generated, skip_special_tokens=True))
+    names = [readable_category(data.class_names[int(category)]).lower() for category in categories]
+    named = [name in answer.lower() for name, answer in zip(names, answers)]
+    misses = [{"category": name, "answer": answer} for name, answer, hit in zip(names, answers, named) if not hit]
+    return {"named_share": float(np.mean(named)), "images": len(named), "misses": misses[:8]}
+
+
 def distinct_images(table) -> tuple[torch.Tensor, torch.Tensor]:
     """One entry per distinct image of the table: (pixel-store image_index [M], category ids [M])."""
     image_index, first = np.unique(table.image_index.numpy(), return_index=True)
@@ -145,5 +168,6 @@ def evaluate_fold(model, processor, data, device, batch_size: int, max_questions
         "generation": decoding_settings(generation, processor),
         "classification": evaluate_classification(model, processor, data.test, data, device, batch_size, method),
         "classification_method": method,
+        "caption_following": evaluate_caption_following(model, processor, data.test, data, device, batch_size),
         "parameters": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
     }

@@ -75,6 +75,10 @@ def _model_section(runs: list[dict], folds: list[int]) -> dict:
         section["vqa_examples"] = runs[0]["vqa"].get("examples", [])
     if "generation" in runs[0]:
         section["generation"] = runs[0]["generation"]
+    if "caption_following" in runs[0]:
+        shares = [run["caption_following"]["named_share"] for run in runs]
+        section["caption_following"] = {"named_share": float(np.mean(shares)), "named_share_std": float(np.std(shares)),
+                                        "misses": runs[0]["caption_following"]["misses"]}
     if "parameters" in runs[0]:
         section["parameters"] = runs[0]["parameters"]
     section["epochs"] = [run["training"]["epochs"] for run in runs]
@@ -112,7 +116,17 @@ def vqa_tables(summary: dict) -> list[str]:
              "|---" * (len(VQA_COLUMNS) + 1) + "|"]
     lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |"
               for v in models]
-    return lines + decoding_line(summary, models)
+    return lines + decoding_line(summary, models) + caption_following_lines(summary, models)
+
+
+def caption_following_lines(summary: dict, models: list[str]) -> list[str]:
+    """How often the answer to the category question names the category its prompt's caption states."""
+    shares = [f"{display_name(model)} {summary[model]['caption_following']['named_share']:.1%}"
+              for model in models if "caption_following" in summary[model]]
+    if not shares:
+        return []
+    return ["", "With the true category caption in the prompt, the answer to the category question names that "
+                f"category: {', '.join(shares)} of the test micrographs."]
 
 
 def classification_models(summary: dict) -> list[str]:

@@ -64,6 +64,9 @@ def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path, capsys):
     assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables and "| VanillaViT (supervised) |" in tables
     assert "**Table 4: Gradient + spectrum features (logistic regression) per category**" in tables
     assert "Decoding (every model alike): greedy" in tables
+    for section in ("mvaema", "blip_peer"):  # the true caption in the prompt: is the category named in the answer?
+        assert 0.0 <= summary[section]["caption_following"]["named_share"] <= 1.0
+    assert "With the true category caption in the prompt, the answer to the category question names that category: MVaEMa" in tables
     printed = capsys.readouterr().out
     assert "\nMVaEMa: Top-1 " in printed and any(line.startswith(("VanillaViT", "Gradient")) for line in printed.splitlines())
     model_dir = tmp_path / "out" / "model"
