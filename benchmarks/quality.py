@@ -2,7 +2,7 @@
 
     python -m benchmarks.quality --out benchmarks/results/quality            # 5 folds, every baseline (hours on a CPU)
     python -m benchmarks.quality --ablations --out benchmarks/results/quality  # also the five paper ablations
-    python -m benchmarks.quality --quick --out /tmp/quality                  # smoke run: minutes
+    python -m benchmarks.quality --quick --out results/quality                # smoke run: minutes
 
 It runs the training script itself (`run_instruct_tuning.main`) with --cross_validate: MVaEMa, the BLIP peer and
 the supervised baselines train on the same folds, pixels and schedule, and are scored by the same evaluation. Into

@@ -1,7 +1,7 @@
 """Every benchmark, one after the other, on one shared synthetic corpus; then the projection of the full protocol.
 
     python -m benchmarks.run_all                                      # CPU, into benchmarks/results/cpu
-    python -m benchmarks.run_all --quick --out /tmp/smoke             # smallest settings (the CI smoke run)
+    python -m benchmarks.run_all --quick --out results/smoke           # smallest settings (the CI smoke run)
     python -m benchmarks.run_all --device cuda --out results/gpu      # GPU (see benchmarks/gpu/run_on_device.sh)
 
 Writes training.json, generation.json, data_pipeline.json, projection.json and summary.json into `--out`

@@ -176,7 +176,7 @@ def with_link(name: str, kind: bytes, target: str) -> bytes:
     "archive, member",
     [
         (tar_bytes({"Biological/ok.jpg": b"x", "../evil.jpg": b"x"}), "../evil.jpg"),
-        (tar_bytes({"Biological/ok.jpg": b"x", "/tmp/evil.jpg": b"x"}), "/tmp/evil.jpg"),
+        (tar_bytes({"Biological/ok.jpg": b"x", "/etc/evil.jpg": b"x"}), "/etc/evil.jpg"),
         (with_link("Biological/out", tarfile.SYMTYPE, "../../outside"), "Biological/out"),
         (with_link("Biological/abs", tarfile.SYMTYPE, "/etc/passwd"), "Biological/abs"),
         (with_link("Biological/hard", tarfile.LNKTYPE, "../outside"), "Biological/hard"),
