@@ -494,7 +494,10 @@ def test_a_second_ctrl_c_stops_the_workers_at_once(tmp_path):
     with OpenAITestServer(latency_s=60) as server:
         args = teacher_args("generate", server, images, cache, "--concurrency", "2", "--no-progress")
         command = [sys.executable, "-m", "dataset_builder.teacher.cli", *args]
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # A child inherits an ignored SIGINT (a test runner or server in this process may ignore it), and Python then
+        # installs no Ctrl-C handler at all: give the command the default disposition a terminal would.
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while len(server.calls) < 2:
             assert process.poll() is None and time.monotonic() < deadline, "the run never got going"
