@@ -478,6 +478,13 @@ def test_a_retry_after_of_a_day_fails_the_attempt_instead_of_parking_the_worker(
         call_with_retries(always_rate_limited, teacher.RetryPolicy())
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """A child inherits an ignored or blocked SIGINT (a server or tool started earlier in the test process may have
+    left either), and Python then installs no Ctrl-C handler: give the command what a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def read_stderr_until(process: subprocess.Popen, marker: bytes, timeout_s: float) -> bytes:
     """What `process` wrote to stderr up to and including the line holding `marker`."""
     seen, deadline = b"", time.monotonic() + timeout_s
@@ -494,10 +501,8 @@ def test_a_second_ctrl_c_stops_the_workers_at_once(tmp_path):
     with OpenAITestServer(latency_s=60) as server:
         args = teacher_args("generate", server, images, cache, "--concurrency", "2", "--no-progress")
         command = [sys.executable, "-m", "dataset_builder.teacher.cli", *args]
-        # A child inherits an ignored SIGINT (a test runner or server in this process may ignore it), and Python then
-        # installs no Ctrl-C handler at all: give the command the default disposition a terminal would.
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                   preexec_fn=ctrl_c_as_in_a_terminal)
         deadline = time.monotonic() + 60
         while len(server.calls) < 2:
             assert process.poll() is None and time.monotonic() < deadline, "the run never got going"
