@@ -17,16 +17,16 @@ from dataset_builder.question_families import CLASSIFICATION_QUESTION, readable_
 from metrics.vqa_text.vqa_text import VqaText
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema import MVaEMaConfig
+from modeling_mvaema.classification_mvaema import CLASSIFY_METHODS
 from modeling_mvaema.modeling_mvaema import default_generation_config
 
-CLASSIFICATION_METHODS = ("itc", "itm", "lm")
 
 
 def available_methods(model) -> list[str]:
     config = model.config
     if not hasattr(config, "use_itc"):  # the BLIP peer has no contrastive or matching head
         return ["lm"]
-    return [m for m in CLASSIFICATION_METHODS if (m != "itc" or config.use_itc) and (m != "itm" or config.use_itm)]
+    return [m for m in CLASSIFY_METHODS if (m != "itc" or config.use_itc) and (m != "itm" or config.use_itm)]
 
 
 def shared_generation_config(processor, max_new_tokens: int) -> GenerationConfig:
@@ -146,7 +146,7 @@ def evaluate_classification(model, processor, table, data, device, batch_size: i
 
 
 def select_classification_method(model, processor, validation_table, data, device, batch_size: int) -> str:
-    """The method with the best validation top-1 (ties: the cheaper one, in CLASSIFICATION_METHODS order)."""
+    """The method with the best validation top-1 (ties: the cheaper one, in CLASSIFY_METHODS order)."""
     methods = available_methods(model)
     if len(methods) == 1:
         return methods[0]
