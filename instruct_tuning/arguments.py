@@ -49,10 +49,11 @@ class ScriptArguments:
     num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 15 for the built-in synthetic corpus."})
     lr_patience: int = field(default=5, metadata={"help": "Halve the learning rate after this many epochs without validation gain."})
     early_stopping_patience: int = 10
-    questions_per_image: int | None = field(default=None, metadata={"help": "Questions of one image grouped in a batch (image encoded once). Default 4. 1 gives batches of 48 micrographs: more views of the images for the same text, at about twice the step time on a CPU."})
-    groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 1 for the built-in synthetic corpus)."})
+    questions_per_image: int | None = field(default=None, metadata={"help": "Questions of one image grouped in a batch (image encoded once). Default 4; 1 for the built-in synthetic corpus: batches of 48 micrographs, more views of the images for the same text."})
+    groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 4 for the built-in synthetic corpus, with one question per group)."})
+    ask_category_every_epoch: bool = field(default=True, metadata={"help": "Every epoch asks each training image its category question (the question classification and caption following rest on), in its first question group; otherwise it is drawn like any other, about once every 22 / (questions_per_image x groups_per_image) epochs."})
     augment: bool = field(default=True, metadata={"help": "Train-time augmentation of micrographs: crops across scales, flips, quarter turns, brightness, contrast, noise (MVaEMa, the peer and the baselines; never at evaluation)."})
-    caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption."})
+    caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption (never the category question's: see docs/training.md)."})
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: what `accelerate config` or `accelerate launch --mixed_precision` set, else no)."})
     max_nonfinite_steps: int = field(default=10, metadata={"help": "Training steps with a NaN or infinite loss that are skipped before the run stops."})
@@ -72,7 +73,8 @@ class ScriptArguments:
         uses_synthetic = self.images is None and self.dataset is None
         if uses_synthetic:  # the built-in demo must finish in minutes on a laptop CPU (see README)
             self.num_epochs = 15 if self.num_epochs is None else self.num_epochs
-            self.groups_per_image = 1 if self.groups_per_image is None else self.groups_per_image
+            self.groups_per_image = 4 if self.groups_per_image is None else self.groups_per_image
+            self.questions_per_image = 1 if self.questions_per_image is None else self.questions_per_image
             self.baselines = SYNTHETIC_BASELINES if self.baselines is None else self.baselines
         if self.num_epochs is None:
             self.num_epochs = 50

@@ -67,4 +67,8 @@ class MicrographAugmentation(torch.nn.Module):
 
     def _augment(self, pixel_values: torch.Tensor) -> torch.Tensor:
         unit = (pixel_values.float() + 1.0) / 2.0
-        return (self.steps(unit).clamp(0.0, 1.0) * 2.0 - 1.0).to(pixel_values.dtype)
+        # Micrographs are grey, repeated in three channels (`to_rgb`): varying one channel is a third of the work,
+        # and the noise stays grey, as a detector's is. Colour images are varied channel by channel.
+        is_grey = unit.shape[1] == 3 and torch.equal(unit[:, :1].expand_as(unit), unit)
+        varied = self.steps(unit[:, :1]).expand_as(unit) if is_grey else self.steps(unit)
+        return (varied.clamp(0.0, 1.0) * 2.0 - 1.0).to(pixel_values.dtype).contiguous()

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from dataset_builder.builder import load_instruct_corpus, load_prepared_corpus
 from dataset_builder.images import BadImageError
+from dataset_builder.question_families import CLASSIFICATION_QUESTION
 from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import write_file_atomically
@@ -188,7 +189,7 @@ class QATable:
 
     image_index [N]: pixel-store index of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
     their masks; labels [N, La] (-100 on padding); category [N]; caption_ids / caption_mask [N, Lc]: "[CLS] caption
-    [SEP]" of each pair's image.
+    [SEP]" of each pair's image; asks_category [N] (bool): the pair asks the category question.
     """
 
     image_index: torch.Tensor
@@ -200,6 +201,7 @@ class QATable:
     category: torch.Tensor
     caption_ids: torch.Tensor
     caption_mask: torch.Tensor
+    asks_category: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -227,6 +229,7 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
         category=torch.tensor(split["category"]),
         caption_ids=captions["input_ids"],
         caption_mask=captions["attention_mask"],
+        asks_category=torch.tensor([question == CLASSIFICATION_QUESTION for question in questions]),
     )
 
 
@@ -239,13 +242,17 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     A batch of 48 with 4 questions per image encodes 12 images instead of 48 and still gives ITC twelve
     distinct images to contrast. With `groups_per_image`, an epoch takes only that many randomly chosen
     groups of each image (a different choice every epoch): more passes over the images for the same
-    compute, which is what a small corpus needs to learn what the categories look like. The order depends
-    only on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+    compute, which is what a small corpus needs to learn what the categories look like. Pairs flagged in
+    `leading_pairs` (the category question) open their image's first group, so with `groups_per_image` they are
+    asked every epoch instead of now and then. The order depends only on (seed, epoch), so a resumed run sees
+    exactly the batches an uninterrupted one would.
     """
 
     def __init__(self, image_index: torch.Tensor, batch_size: int, questions_per_image: int, seed: int,
-                 drop_last: bool = False, groups_per_image: int | None = None):
+                 drop_last: bool = False, groups_per_image: int | None = None,
+                 leading_pairs: torch.Tensor | None = None):
         self.image_index = image_index.numpy()
+        self.leading_pairs = None if leading_pairs is None else leading_pairs.numpy().astype(bool)
         self.batch_size = batch_size
         self.questions_per_image = questions_per_image
         self.groups_per_image = groups_per_image
@@ -263,6 +270,8 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         groups = []
         for pairs_of_one_image in np.split(order, boundaries):
             shuffled = rng.permutation(pairs_of_one_image)
+            if self.leading_pairs is not None:
+                shuffled = shuffled[np.argsort(~self.leading_pairs[shuffled], kind="stable")]
             image_groups = np.split(shuffled, range(self.questions_per_image, len(shuffled), self.questions_per_image))
             groups.extend(image_groups[: self.groups_per_image])
         return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
@@ -290,7 +299,10 @@ class QACollator:
     """Indices -> model inputs. Each image appears once in `pixel_values`; `image_index` maps pairs to it.
 
     With `caption_drop_rate` > 0 the caption is removed from that share of prompts (decided per pair and
-    epoch from the seed), so the model also answers and classifies without being told the category.
+    epoch from the seed), so the model also answers and classifies without being told the category. The category
+    question always keeps its caption: asked with the caption (the paper's VQA protocol), its answer must name the
+    category the caption states, and a model that also learns to answer it from the image alone learns to overrule
+    its own prompt.
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
@@ -319,6 +331,8 @@ class QACollator:
             return torch.full((len(indices),), self.captions == "always")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         kept = torch.rand(len(self.table), generator=generator) >= self.caption_drop_rate
+        if self.table.asks_category is not None:
+            kept |= self.table.asks_category
         return kept[indices]
 
     def __call__(self, batch_indices: Sequence[int]) -> dict[str, torch.Tensor]:

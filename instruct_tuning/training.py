@@ -105,7 +105,8 @@ class RunContext:
 def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
     """(train loader, its collator, validation loader). Training batches depend only on (seed, fold, epoch)."""
     sampler = ImageGroupedBatchSampler(data.train.image_index, args.batch_size, args.questions_per_image, args.seed + fold,
-                                       drop_last=True, groups_per_image=args.groups_per_image)
+                                       drop_last=True, groups_per_image=args.groups_per_image,
+                                       leading_pairs=data.train.asks_category if args.ask_category_every_epoch else None)
     if len(sampler) == 0:
         raise ValueError(f"fold {fold}: the training split has {len(data.train)} QA pairs, fewer than one batch of "
                          f"{args.batch_size}; lower --batch_size or add data")

@@ -174,6 +174,11 @@ class MVaEMaConfig(PreTrainedConfig):
             whole batch (every image and every answer); the pair is drawn at random while training (so every pair
             takes its turn over the epochs) and is the first of each micrograph in eval mode (reproducible validation
             losses). The ITM objective stays the paper's binary cross-entropy over matching and non-matching pairs.
+        itm_pairs_per_batch (`int`, defaults to 16): at most this many of those pairs per batch (per process), drawn
+            at random while training, the first ones in eval mode; 0: no limit. Batches of one question per micrograph
+            hold 48 micrographs, and ITM on every one of them would cost more than the rest of the step: 16 positives
+            (48 grounded sequences with their negatives) keep ITM learning at the cost it has with four questions per
+            micrograph, while ITC still contrasts every micrograph of the batch.
         contrastive_max_length (`int`, defaults to 48): ITC and ITM read a pair's text "[CLS] caption question [SEP]
             answer" up to this many tokens (the grounded encoder's copy starts with [ENC]). 48 holds the caption, the
             question and the answer's first sentence (which names what is specific to the image); the ITM pass runs
@@ -220,6 +225,7 @@ class MVaEMaConfig(PreTrainedConfig):
     temperature_max: float = 0.5
     itm_negatives: str = "sample"
     itm_pairs_per_image: int = 1
+    itm_pairs_per_batch: int = 16
     contrastive_max_length: int = 48
     use_itc: bool = True
     use_itm: bool = True
@@ -300,6 +306,8 @@ class MVaEMaConfig(PreTrainedConfig):
             )
         if self.itm_pairs_per_image < 0:
             raise ValueError(f"itm_pairs_per_image must be >= 0 (0 = every pair), got {self.itm_pairs_per_image}.")
+        if self.itm_pairs_per_batch < 0:
+            raise ValueError(f"itm_pairs_per_batch must be >= 0 (0 = no limit), got {self.itm_pairs_per_batch}.")
         if self.projection_dim < 1 or self.contrastive_max_length < 1:
             raise ValueError(
                 "projection_dim and contrastive_max_length must be >= 1, got "

@@ -136,6 +136,14 @@ def pairs_per_key(keys: torch.Tensor, limit: int, shuffle: bool) -> torch.Tensor
     return order[by_key[rank_within_key < limit]].sort().values
 
 
+def at_most(indices: torch.Tensor, limit: int, shuffle: bool) -> torch.Tensor:
+    """At most `limit` of `indices` `(N,)`, ascending: random ones when `shuffle`, else the first (`limit` 0: all)."""
+    if limit == 0 or len(indices) <= limit:
+        return indices
+    kept = torch.randperm(len(indices), device=indices.device)[:limit] if shuffle else torch.arange(limit, device=indices.device)
+    return indices[kept.sort().values]
+
+
 def token_sequence_keys(token_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """A key `(N,)` per text `(N, L)` that is equal for equal token sequences (padding ignored), and the same on every
     process: identical texts (the one caption of a category) are then one text to the contrastive loss, a positive for

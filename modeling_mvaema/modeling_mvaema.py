@@ -30,6 +30,7 @@ from .classification_mvaema import MVaEMaClassificationMixin, MVaEMaClassificati
 from .configuration_mvaema import MVaEMaConfig
 from .layers_mvaema import MVaEMaTextModel, MVaEMaVisionEmbeddings, MVaEMaVisionModel, TextMemory, padding_mask
 from .losses_mvaema import (
+    at_most,
     image_text_contrastive_loss,
     image_text_matching_loss,
     language_modeling_loss,
@@ -679,9 +680,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         text_keys: torch.Tensor,
         text_to_image: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Binary cross-entropy over P scored pairs (`config.itm_pairs_per_image` per micrograph), P (text, negative
-        image) and P (negative text, image) pairs; negatives drawn by `config.itm_negatives`."""
+        """Binary cross-entropy over P scored pairs (`config.itm_pairs_per_image` per micrograph, at most
+        `config.itm_pairs_per_batch`), P (text, negative image) and P (negative text, image) pairs; negatives drawn by
+        `config.itm_negatives`."""
         pairs = pairs_per_key(text_keys, self.config.itm_pairs_per_image, shuffle=self.training)
+        pairs = at_most(pairs, self.config.itm_pairs_per_batch, shuffle=self.training)
         negative_images, negative_texts = self.itm_negatives(text_to_image, image_index, row_keys, text_keys, pairs)
         text_ids = torch.cat([text_ids[pairs], text_ids[pairs], text_ids[negative_texts]])
         text_mask = torch.cat([text_mask[pairs], text_mask[pairs], text_mask[negative_texts]])

@@ -49,3 +49,15 @@ def test_quarter_turns_and_flips_only_move_pixels():
 def test_bad_settings_are_named(field, value, message):
     with pytest.raises(ValueError, match=message):
         AugmentationSettings(**{field: value})
+
+
+def test_grey_micrographs_stay_grey_and_colour_images_are_varied_per_channel():
+    """A grey micrograph (three equal channels) is varied once and repeated, noise included; a colour image keeps
+    its own channels."""
+    augment = MicrographAugmentation(32)
+    grey = augment(pixels(), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 0], grey[:, 2])
+    colour = pixels() * torch.tensor([1.0, 0.5, -0.5]).view(1, 3, 1, 1)
+    varied = augment(colour, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(varied[:, 0], varied[:, 1])
+    assert (varied[:, 1] - colour[:, 1]).abs().mean() > 1e-3

@@ -152,3 +152,26 @@ def test_a_prepared_corpus_with_another_fold_count_is_named():
     assert with_fold_count(corpus, 5, "my-org/sem") is corpus
     with pytest.raises(ArgumentError, match=r"--num_folds 10 does not match the dataset my-org/sem, which was built with 5 folds"):
         with_fold_count(corpus, 10, "my-org/sem")
+
+
+def test_every_epoch_asks_each_image_its_category_question_when_asked_to():
+    """With one question per image and epoch, the category question is asked every epoch (it leads each image's
+    first group), not just in the epochs a shuffle happens to pick it; the order still depends on (seed, epoch)."""
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    table = tokenize_split(corpus, processor, pixel_store(corpus))
+    assert table.asks_category.tolist() == [question == CLASSIFICATION_QUESTION for question in corpus["question"]]
+
+    def asked(leading_pairs, epoch: int) -> list[int]:
+        sampler = ImageGroupedBatchSampler(table.image_index, 6, 1, seed=3, groups_per_image=1,
+                                           leading_pairs=leading_pairs)
+        sampler.set_epoch(epoch)
+        return [index for batch in sampler for index in batch]
+
+    for epoch in range(3):
+        indices = asked(table.asks_category, epoch)
+        assert sorted(table.image_index[indices].tolist()) == sorted(set(table.image_index.tolist()))
+        assert table.asks_category[indices].all()
+        assert indices == asked(table.asks_category, epoch)
+    drawn = torch.cat([table.asks_category[asked(None, epoch)] for epoch in range(3)])
+    assert 0 < drawn.float().mean() < 1
