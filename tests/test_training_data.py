@@ -175,3 +175,51 @@ def test_every_epoch_asks_each_image_its_category_question_when_asked_to():
         assert indices == asked(table.asks_category, epoch)
     drawn = torch.cat([table.asks_category[asked(None, epoch)] for epoch in range(3)])
     assert 0 < drawn.float().mean() < 1
+
+
+@pytest.mark.slow
+def test_a_trained_model_names_the_category_its_caption_states():
+    """The paper's VQA protocol puts the true category caption in the prompt; the answer to the category question
+    must then name that category (at least 98 % of the time), measured by the evaluation's own check on a model
+    trained by the training batches (category question asked every epoch, always with its caption)."""
+    from types import SimpleNamespace
+
+    from dataset_builder.question_families import readable_category
+    from instruct_tuning.evaluation import evaluate_caption_following
+
+    rows = []
+    for category, name in enumerate(CATEGORIES):
+        for index in range(IMAGES_PER_CATEGORY):
+            for question, answer in ((CLASSIFICATION_QUESTION, f"Most likely {readable_category(name)}, seen closely."),
+                                     ("Describe the surface.", "A flat ground under the features."),
+                                     ("Estimate the size.", "About a micrometre across.")):
+                rows.append({"image_id": f"{category}-{index}", "question": question, "answer": answer,
+                             "caption": caption_for_category(name), "category": category})
+    features = corpus_without_the_image_shows().features
+    corpus = datasets.Dataset.from_list(rows, features=features)
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    store = pixel_store(corpus)
+    table = tokenize_split(corpus, processor, store)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
+    config = MVaEMaConfig.from_tokenizer(processor.tokenizer, vision_config=dict(tower, image_size=SIZE, patch_size=8),
+                                         text_config=dict(tower, max_position_embeddings=64))
+    model = MVaEMaForQuestionAnswering(config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sampler = ImageGroupedBatchSampler(table.image_index, batch_size=9, questions_per_image=1, seed=0,
+                                       groups_per_image=1, leading_pairs=table.asks_category)
+    collator = QACollator(table, store, captions="drop", caption_drop_rate=0.5, seed=0)
+    for epoch in range(80):
+        sampler.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        for indices in sampler:
+            loss = model(**collator(indices)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    data = SimpleNamespace(pixel_store=store, class_names=CATEGORIES)
+    following = evaluate_caption_following(model, processor, table, data, "cpu", batch_size=32)
+    assert following["images"] == len(CATEGORIES) * IMAGES_PER_CATEGORY
+    assert following["named_share"] >= 0.98, following["misses"]
+
