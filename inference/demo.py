@@ -35,11 +35,12 @@ def import_gradio():
         raise SystemExit("error: the web demo needs Gradio; install it with: pip install 'mvaema[demo]'") from None
 
 
-def softmax_top(scores: dict[str, float], top_k: int = TOP_K) -> dict[str, float]:
-    """The `top_k` categories with softmax confidences over all of `scores` (the model's scores: ITC similarity,
-    ITM probability or LM log-likelihood per category), so that the bars compare and sum to at most one."""
+def softmax_top(scores: dict[str, float], top_k: int = TOP_K, temperature: float = 1.0) -> dict[str, float]:
+    """The `top_k` categories with softmax confidences over all of `scores` / `temperature` (the model's scores:
+    ITC similarity, ITM probability or LM log-likelihood per category), so that the bars compare and sum to at most
+    one."""
     largest = max(scores.values())
-    weights = {label: math.exp(score - largest) for label, score in scores.items()}
+    weights = {label: math.exp((score - largest) / temperature) for label, score in scores.items()}
     total = sum(weights.values())
     best = sorted(weights, key=weights.get, reverse=True)[:top_k]
     return {label: weights[label] / total for label in best}
@@ -81,7 +82,15 @@ class DemoHandlers:
         ranking = self.assistant.rank_categories([image], top_k=len(self.assistant.category_names) or TOP_K)
         if ranking is None:
             raise self.gr.Error("This model was saved without categories, so it cannot rank them.")
-        return softmax_top({entry["label"]: entry["score"] for entry in ranking[0]})
+        return softmax_top({entry["label"]: entry["score"] for entry in ranking[0]}, temperature=self.score_temperature())
+
+    def score_temperature(self) -> float:
+        """ITC scores are cosines in [-1, 1]; the model compares them at its learnt temperature (as the zero-shot
+        pipeline's `logits_per_image` do), so the bars do too instead of showing ten near-equal confidences."""
+        model = self.assistant.model
+        if (self.assistant.processor.classification_method or "lm") == "itc" and hasattr(model, "mvaema"):
+            return float(model.mvaema.clamped_temperature())
+        return 1.0
 
 
 def build_demo(assistant: MicrographAssistant):

@@ -116,6 +116,9 @@ def test_softmax_top_keeps_the_order_and_the_best_five():
     top = softmax_top(scores)
     assert list(top) == ["b", "e", "c", "d", "a"]
     assert sum(top.values()) < 1 and top["b"] == pytest.approx(1 / sum(2.718281828 ** (s - 3) for s in scores.values()))
+    sharper = softmax_top(scores, temperature=0.1)
+    assert list(sharper) == list(top) and sharper["b"] > top["b"]
+    assert sharper["b"] == pytest.approx(1 / sum(2.718281828 ** ((s - 3) / 0.1) for s in scores.values()))
 
 
 def test_demo_without_gradio_says_how_to_install_it(monkeypatch):
