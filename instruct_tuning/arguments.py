@@ -24,7 +24,7 @@ class ScriptArguments:
     dataset: str | None = field(default=None, metadata={"help": "A saved parquet folder or Hub dataset id (from mvaema-build-dataset)."})
     synthetic_dir: str | None = field(default=None, metadata={"help": "Where the built-in synthetic corpus is generated (missing images only); default data/synthetic-<N>-per-category."})
     synthetic_per_category: int = field(default=100, metadata={"help": "Synthetic micrographs per category."})
-    num_folds: int = field(default=10, metadata={"help": "k of the k-fold split (the paper: 10)."})
+    num_folds: int | None = field(default=None, metadata={"help": "k of the k-fold split. Default 10 (the paper); 5 for the built-in synthetic corpus (200 test micrographs a fold)."})
     fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})
     cross_validate: bool = field(default=False, metadata={"help": "Run every fold and report mean +- std."})
 
@@ -46,7 +46,7 @@ class ScriptArguments:
     learning_rate: float = 1e-3
     warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear LR warm-up (not in the paper; Adam's first full-size steps disturb a model trained from scratch)."})
     batch_size: int = field(default=48, metadata={"help": "Global batch size (split across processes)."})
-    num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 15 for the built-in synthetic corpus."})
+    num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 12 for the built-in synthetic corpus."})
     lr_patience: int = field(default=5, metadata={"help": "Halve the learning rate after this many epochs without validation gain."})
     early_stopping_patience: int = 10
     questions_per_image: int | None = field(default=None, metadata={"help": "Questions of one image grouped in a batch (image encoded once). Default 4; 1 for the built-in synthetic corpus: batches of 48 micrographs, more views of the images for the same text."})
@@ -72,12 +72,15 @@ class ScriptArguments:
     def __post_init__(self):
         uses_synthetic = self.images is None and self.dataset is None
         if uses_synthetic:  # the built-in demo must finish in minutes on a laptop CPU (see README)
-            self.num_epochs = 15 if self.num_epochs is None else self.num_epochs
+            self.num_epochs = 12 if self.num_epochs is None else self.num_epochs
+            self.num_folds = 5 if self.num_folds is None else self.num_folds
             self.groups_per_image = 4 if self.groups_per_image is None else self.groups_per_image
             self.questions_per_image = 1 if self.questions_per_image is None else self.questions_per_image
             self.baselines = SYNTHETIC_BASELINES if self.baselines is None else self.baselines
         if self.num_epochs is None:
             self.num_epochs = 50
+        if self.num_folds is None:
+            self.num_folds = 10
         if self.questions_per_image is None:
             self.questions_per_image = 4
         self.baselines = "none" if self.baselines is None else self.baselines

@@ -100,7 +100,7 @@ def test_benchmarks_build_the_models_the_training_script_trains():
 
 def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_baseline():
     full = quality.script_arguments(quality.parse_args(["--out", "out/q"]))
-    assert full == ["--cross_validate", "--output_dir", "out/q/run", "--num_folds", "5", "--baselines", "all"]
+    assert full == ["--cross_validate", "--output_dir", "out/q/run", "--num_folds", "5", "--num_epochs", "15", "--baselines", "all"]
     quick = quality.script_arguments(quality.parse_args(["--quick", "--ablations", "--out", "out/q"]))
     assert quick[quick.index("--num_folds") + 1] == "3" and quick[quick.index("--num_epochs") + 1] == "2"
     assert quick[quick.index("--baselines") + 1] == "vit,features" and quick[-2:] == ["--ablation", "all"]
