@@ -89,7 +89,7 @@ class DemoHandlers:
         pipeline's `logits_per_image` do), so the bars do too instead of showing ten near-equal confidences."""
         model = self.assistant.model
         if (self.assistant.processor.classification_method or "lm") == "itc" and hasattr(model, "mvaema"):
-            return float(model.mvaema.clamped_temperature())
+            return float(model.mvaema.clamped_temperature().detach())
         return 1.0
 
 
