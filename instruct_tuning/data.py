@@ -300,9 +300,10 @@ class QACollator:
 
     With `caption_drop_rate` > 0 the caption is removed from that share of prompts (decided per pair and
     epoch from the seed), so the model also answers and classifies without being told the category. The category
-    question always keeps its caption: asked with the caption (the paper's VQA protocol), its answer must name the
-    category the caption states, and a model that also learns to answer it from the image alone learns to overrule
-    its own prompt.
+    question always keeps its caption: asked with it (the paper's VQA protocol), the answer must name the category
+    the caption states, and trained without the caption half the time the model learns to answer it from the pixels
+    instead (synthetic corpus, fold 0 of 5, 15 epochs: 80 % of answers named the captioned category; with the
+    caption always kept, 100 %).
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the

@@ -12,7 +12,13 @@ from huggingface_hub.errors import StrictDataclassError
 from model_fixtures import ANSWERS, IMAGE_SIZE, QUESTIONS, micrographs, qa_batch, tiny_model, tiny_processor, tiny_tokenizer
 
 from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, layers_mvaema
-from modeling_mvaema.losses_mvaema import image_text_contrastive_loss, micrograph_keys, pair_texts, pairs_per_key
+from modeling_mvaema.losses_mvaema import (
+    at_most,
+    image_text_contrastive_loss,
+    micrograph_keys,
+    pair_texts,
+    pairs_per_key,
+)
 from modeling_mvaema.modeling_mvaema import compile_for_training
 
 SHARED_IMAGES = [0, 0, 1, 2]  # questions 0 and 1 are about the same micrograph
@@ -413,6 +419,8 @@ def test_classify_scores_and_top_k():
         ({"temperature_init": 0.9}, "temperature"),
         ({"pad_token_id": 10_000}, "outside the vocabulary"),
         ({"itc_loss_weight": -1.0}, "must be >= 0"),
+        ({"itm_pairs_per_image": -1}, "itm_pairs_per_image must be >= 0"),
+        ({"itm_pairs_per_batch": -1}, "itm_pairs_per_batch must be >= 0"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):
@@ -548,6 +556,20 @@ def test_each_micrograph_is_one_itm_positive_per_step_by_default():
     model.config.itm_pairs_per_image = 0
     model(**qa_batch(processor, SHARED_IMAGES))
     assert scored == [3 * 3, 3 * 4]  # (positive, negative image, negative text) per scored pair
+    model.config.itm_pairs_per_batch = 2
+    model(**qa_batch(processor, SHARED_IMAGES))
+    assert scored[-1] == 3 * 2  # a batch of many micrographs scores at most itm_pairs_per_batch of them
+
+
+def test_at_most_keeps_a_random_subset_while_training_and_the_first_ones_in_eval():
+    indices = torch.tensor([1, 3, 4, 8, 9])
+    assert at_most(indices, 0, shuffle=True).tolist() == [1, 3, 4, 8, 9]
+    assert at_most(indices, 9, shuffle=True).tolist() == [1, 3, 4, 8, 9]
+    assert at_most(indices, 2, shuffle=False).tolist() == [1, 3]
+    torch.manual_seed(0)
+    drawn = [at_most(indices, 2, shuffle=True).tolist() for _ in range(40)]
+    assert all(len(kept) == 2 and kept == sorted(kept) and set(kept) <= {1, 3, 4, 8, 9} for kept in drawn)
+    assert {index for kept in drawn for index in kept} == {1, 3, 4, 8, 9}
 
 
 @pytest.mark.slow
