@@ -177,7 +177,7 @@ class MVaEMaConfig(PreTrainedConfig):
         itm_pairs_per_batch (`int`, defaults to 16): at most this many of those pairs per batch (per process), drawn
             at random while training, the first ones in eval mode; 0: no limit. Batches of one question per micrograph
             hold 48 micrographs, and ITM on every one of them would cost more than the rest of the step: 16 positives
-            (48 grounded sequences with their negatives) keep ITM learning at the cost it has with four questions per
+            (48 grounded sequences with their negatives) keep ITM at about the cost it has with four questions per
             micrograph, while ITC still contrasts every micrograph of the batch.
         contrastive_max_length (`int`, defaults to 48): ITC and ITM read a pair's text "[CLS] caption question [SEP]
             answer" up to this many tokens (the grounded encoder's copy starts with [ENC]). 48 holds the caption, the
