@@ -3,6 +3,7 @@
     python -m benchmarks.quality --out benchmarks/results/quality            # 5 folds, every baseline (hours on a CPU)
     python -m benchmarks.quality --ablations --out benchmarks/results/quality  # also the five paper ablations
     python -m benchmarks.quality --quick --out results/quality                # smoke run: minutes
+    python -m benchmarks.quality --resume --out benchmarks/results/quality   # go on after a stop (finished runs kept)
 
 It runs the training script itself (`run_instruct_tuning.main`) with --cross_validate: MVaEMa, the BLIP peer and
 the supervised baselines train on the same folds, pixels and schedule, and are scored by the same evaluation. Into
@@ -38,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ablations", action="store_true", help="also train the five paper ablations (--ablation all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 folds, 2 epochs, 3 images per category, "
                         "baselines vit and features, 32 generated answers per fold")
+    parser.add_argument("--resume", action="store_true", help="keep the finished (model, fold) runs in --out/run and "
+                        "continue the others from their last checkpoint; the wall time then covers this invocation only")
     parser.add_argument("--synthetic-dir", type=Path, help="where the synthetic corpus is generated (default: the script's)")
     return parser.parse_args(argv)
 
@@ -49,6 +52,8 @@ def script_arguments(args: argparse.Namespace) -> list[str]:
         arguments += ["--ablation", "all"]
     if args.synthetic_dir:
         arguments += ["--synthetic_dir", str(args.synthetic_dir)]
+    if args.resume:
+        arguments.append("--resume")
     return arguments
 
 
@@ -62,7 +67,8 @@ def quality_report(summary: dict, facts: dict) -> str:
         f"transformers {machine['transformers']}, Python {machine['python']}",
         f"- Machine: {machine['device']} ({machine.get('cpu_model') or machine['device_name']}), {machine['cpu_cores']} CPU cores, "
         f"{machine['torch_threads']} torch threads; measured {machine['date']}",
-        f"- Wall time: {facts['wall_time_seconds'] / 60:.1f} min for {len(summary['mvaema']['folds'])} folds", "",
+        f"- Wall time: {facts['wall_time_seconds'] / 60:.1f} min for {len(summary['mvaema']['folds'])} folds"
+        + (" (this invocation only: it resumed a stopped run)" if facts["resumed"] else ""), "",
     ]
     return "\n".join(header) + "\n" + (Path(facts["run_dir"]) / "results.md").read_text()
 
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = {"command": " ".join(["python -m benchmarks.quality", *(argv if argv is not None else sys.argv[1:])]),
              "script_arguments": arguments, "wall_time_seconds": time.perf_counter() - started,
              "environment": common.environment(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-             "run_dir": str(args.out / "run")}
+             "run_dir": str(args.out / "run"), "resumed": args.resume}
     for name in ("results.md", "results.json"):
         shutil.copyfile(args.out / "run" / name, args.out / name)
     (args.out / "quality.md").write_text(quality_report(summary, facts))

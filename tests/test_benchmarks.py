@@ -105,6 +105,8 @@ def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_b
     assert quick[quick.index("--num_folds") + 1] == "3" and quick[quick.index("--num_epochs") + 1] == "2"
     assert quick[quick.index("--baselines") + 1] == "vit,features" and quick[-2:] == ["--ablation", "all"]
     assert quality.parse_args([]).out == REPO / "benchmarks" / "results" / "quality"
+    resumed = quality.script_arguments(quality.parse_args(["--resume", "--out", "out/q"]))
+    assert resumed == [*full, "--resume"] and "--resume" not in full
 
 
 def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_version(tmp_path, monkeypatch):
@@ -126,7 +128,9 @@ def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_versio
     assert "- Command: `python -m benchmarks.quality --out " in report and "Wall time: 0.0 min for 5 folds" in report
     assert "- Package: mvaema " in report and "CPU cores" in report and report.endswith("**Table 2: classification**\n")
     facts = json.loads((tmp_path / "quality.json").read_text())
-    assert facts["environment"]["cpu_cores"] >= 1 and facts["wall_time_seconds"] >= 0
+    assert facts["environment"]["cpu_cores"] >= 1 and facts["wall_time_seconds"] >= 0 and facts["resumed"] is False
+    assert quality.main(["--resume", "--out", str(tmp_path / "again")]) == 0
+    assert "(this invocation only: it resumed a stopped run)" in (tmp_path / "again" / "quality.md").read_text()
     assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").read_text() == "{}"
 
 
