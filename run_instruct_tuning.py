@@ -24,7 +24,7 @@ from transformers import HfArgumentParser
 from instruct_tuning import evaluation, reporting
 from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import write_text_atomically
-from instruct_tuning.baselines.runs import baseline_settings, mvaema_vision_config, run_baseline
+from instruct_tuning.baselines.runs import baseline_settings, mvaema_vision_config, passes_per_epoch, run_baseline
 from instruct_tuning.checkpoints import RESULT_FILE, clear_run_outputs
 from instruct_tuning.data import FoldData, build_pixel_store, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
@@ -59,7 +59,8 @@ def run_variant(run: RunContext, data: FoldData, processor) -> dict | None:
 def run_baselines(args: ScriptArguments, data: FoldData, fold: int, processor, accelerator, results: dict) -> None:
     """The `--baselines` of one fold, on the main process (each is small; the others wait), into `results`."""
     if accelerator.is_main_process:
-        settings = baseline_settings(args, fold, mvaema_vision_config(args, processor), accelerator.device)
+        settings = baseline_settings(args, fold, mvaema_vision_config(args, processor), accelerator.device,
+                                     passes=passes_per_epoch(args, data.train))
         for name in args.baseline_names:
             run_dir = Path(args.output_dir) / "runs" / name / f"fold_{fold}"
             results.setdefault(name, {})[fold] = run_baseline(name, data, settings, run_dir, args.resume)

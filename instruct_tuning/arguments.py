@@ -36,6 +36,10 @@ class ScriptArguments:
         "list of vit, resnet, swin, features, or all, or none. Default: " + SYNTHETIC_BASELINES + " for the built-in "
         "synthetic corpus (the two that keep the main job under 15 minutes on 2 CPU cores; ResNet and Swin cost "
         "3-4 minutes a fold each there), none for other corpora.")})
+    baseline_passes_per_epoch: int | None = field(default=None, metadata={"help": (
+        "Passes over the training micrographs in one epoch of a supervised network. Default: as many as an epoch of "
+        "MVaEMa shows each micrograph (its question groups: 4 on the built-in corpus), so that every model learns "
+        "from as many views of each micrograph; 1 gives the baselines one pass an epoch.")})
     init_from: str | None = field(default=None, metadata={"help": "A saved or Hub MVaEMa to fine-tune (keeps its tokenizer)."})
     vocab_size: int = field(default=8192, metadata={"help": "WordPiece vocabulary trained on the corpus when not --init-from."})
     model_overrides: str = field(default="{}", metadata={"help": 'JSON of MVaEMaConfig fields, e.g. \'{"text_config": {"num_hidden_layers": 4}}\'.'})
@@ -98,6 +102,8 @@ class ScriptArguments:
         at_least_one = {"--batch_size": self.batch_size, "--num_epochs": self.num_epochs, "--num_folds": self.num_folds,
                         "--eval_batch_size": self.eval_batch_size, "--questions_per_image": self.questions_per_image,
                         "--gradient_accumulation_steps": self.gradient_accumulation_steps}
+        if self.baseline_passes_per_epoch is not None:
+            at_least_one["--baseline_passes_per_epoch"] = self.baseline_passes_per_epoch
         for name, value in at_least_one.items():
             if value < 1:
                 raise ArgumentError(f"{name} must be at least 1, got {value}")

@@ -236,6 +236,17 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
 # ----------------------------------------------------------------------------------------------------------
 # Batching
 # ----------------------------------------------------------------------------------------------------------
+def image_views_per_epoch(image_index: torch.Tensor, questions_per_image: int, groups_per_image: int | None) -> float:
+    """How often an epoch of `ImageGroupedBatchSampler` shows a training micrograph, on average: its number of
+    question groups (`questions_per_image` questions each, at most `groups_per_image` of them). `image_index` [P]
+    maps the training pairs to their micrographs. The supervised baselines make as many passes an epoch."""
+    pairs_per_image = np.unique(image_index.numpy(), return_counts=True)[1]
+    groups = -(-pairs_per_image // questions_per_image)
+    if groups_per_image is not None:
+        groups = np.minimum(groups, groups_per_image)
+    return float(groups.mean())
+
+
 class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of QA-pair indices in which questions come in groups of `questions_per_image` per image.
 

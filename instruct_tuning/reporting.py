@@ -82,6 +82,8 @@ def _model_section(runs: list[dict], folds: list[int]) -> dict:
     if "parameters" in runs[0]:
         section["parameters"] = runs[0]["parameters"]
     section["epochs"] = [run["training"]["epochs"] for run in runs]
+    if "passes_per_epoch" in runs[0]["training"]:
+        section["passes_per_epoch"] = runs[0]["training"]["passes_per_epoch"]
     return section
 
 
@@ -143,7 +145,17 @@ def classification_table(summary: dict) -> list[str]:
         cells = [_cell(summary, model, "classification", key) for _, key in CLASSIFICATION_COLUMNS]
         methods = ", ".join(sorted(set(section["classification_method"])))
         lines.append(f"| {display_name(model)} | {' | '.join(cells)} | {_parameters(section)} | {methods} |")
-    return lines
+    return lines + passes_line(summary)
+
+
+def passes_line(summary: dict) -> list[str]:
+    """How many passes over the training micrographs an epoch of each supervised network made, under Table 2."""
+    passes = [f"{display_name(name)} {summary[name]['passes_per_epoch']}" for name in summary
+              if name in BASELINES and "passes_per_epoch" in summary[name]]
+    if not passes:
+        return []
+    return ["", f"Passes over the training micrographs in one epoch: {', '.join(passes)} (`--baseline_passes_per_epoch`; "
+                "by default as many as an epoch of MVaEMa shows each micrograph)."]
 
 
 def per_class_tables(summary: dict) -> list[str]:

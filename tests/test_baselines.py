@@ -38,13 +38,13 @@ def stripes(vertical: bool, rng: np.random.Generator) -> np.ndarray:
     return np.repeat(grey[None], 3, axis=0)
 
 
-def qa_table(image_index: list[int], categories: list[int]) -> QATable:
-    """A split table with two QA pairs per image (a baseline must count each image once)."""
-    image_index = torch.tensor(image_index).repeat_interleave(2)
+def qa_table(image_index: list[int], categories: list[int], pairs_per_image: int = 2) -> QATable:
+    """A split table with `pairs_per_image` QA pairs per image (a baseline must count each image once)."""
+    image_index = torch.tensor(image_index).repeat_interleave(pairs_per_image)
     count = len(image_index)
     tokens = torch.zeros(count, 4, dtype=torch.long)
     return QATable(image_index=image_index, prompt_ids=tokens, prompt_mask=tokens, prompt_ids_no_caption=tokens,
-                   prompt_mask_no_caption=tokens, labels=tokens, category=torch.tensor(categories).repeat_interleave(2),
+                   prompt_mask_no_caption=tokens, labels=tokens, category=torch.tensor(categories).repeat_interleave(pairs_per_image),
                    caption_ids=tokens, caption_mask=tokens)
 
 
@@ -102,6 +102,31 @@ def test_same_seed_gives_the_same_numbers(toy_fold, results, name):
     train, validation, test, store = toy_fold
     again = train_and_evaluate_baseline(name, train, validation, test, store, CLASS_NAMES, tiny_settings())
     assert again == results[name]
+
+
+def test_a_network_record_counts_its_passes_and_optimizer_steps(results):
+    training = results["vit"]["training"]  # 40 training images in batches of 8, one pass an epoch, 2 epochs
+    assert (training["passes_per_epoch"], training["optimizer_steps"]) == (1, 10)
+
+
+def test_more_passes_an_epoch_take_more_steps_between_the_same_validations(toy_fold, results):
+    train, validation, test, store = toy_fold
+    twice = train_and_evaluate_baseline("vit", train, validation, test, store, CLASS_NAMES,
+                                        tiny_settings(passes_per_epoch=2))["training"]
+    assert (twice["passes_per_epoch"], twice["optimizer_steps"], twice["epochs"]) == (2, 20, 2)
+    assert [h["train_loss"] for h in twice["history"]] != [h["train_loss"] for h in results["vit"]["training"]["history"]]
+
+
+def test_training_batches_cover_every_image_once_per_pass():
+    from instruct_tuning.baselines.training import epoch_generator, training_batches
+
+    images = LabelledImages(torch.arange(10), torch.zeros(10, dtype=torch.long))
+    one = training_batches(images, 4, epoch_generator(0, 3))
+    three = training_batches(images, 4, epoch_generator(0, 3), passes=3)
+    assert [b.tolist() for b in three[:3]] == [b.tolist() for b in one]  # one pass draws what it always drew
+    assert len(three) == 9 and torch.cat(three).bincount().tolist() == [3] * 10
+    with pytest.raises(ValueError, match="passes_per_epoch must be >= 1"):
+        tiny_settings(passes_per_epoch=0)
 
 
 def test_training_images_are_the_distinct_images_of_a_table():
@@ -239,8 +264,22 @@ def test_script_settings_reach_the_baselines(tmp_path):
     assert (settings.learning_rate, settings.warmup_steps, settings.batch_size, settings.num_epochs) == (3e-4, 7, 16, 4)
     assert (settings.lr_patience, settings.early_stopping_patience, settings.seed) == (2, 3, 7)  # seed + fold, as MVaEMa
     assert isinstance(settings.augmentation, MicrographAugmentation) and settings.vision_config is TINY_VISION
+    assert settings.passes_per_epoch == 1
     args.augment = False
     assert baseline_settings(args, fold=2, vision_config=TINY_VISION, device="cpu").augmentation is None
+
+
+def test_baselines_see_each_micrograph_as_often_an_epoch_as_mvaema(tmp_path):
+    from instruct_tuning.arguments import ScriptArguments
+    from instruct_tuning.baselines.runs import baseline_settings, passes_per_epoch
+
+    train = qa_table(list(range(6)), [0, 1] * 3, pairs_per_image=22)  # 22 questions a micrograph, as the corpus
+    built_in = ScriptArguments(output_dir=str(tmp_path))  # 1 question a group, 4 groups an epoch
+    assert passes_per_epoch(built_in, train) == 4
+    other = ScriptArguments(output_dir=str(tmp_path), dataset="my-org/sem-instruct")  # 4 a group, every group
+    assert passes_per_epoch(other, train) == 6  # 22 questions in groups of 4: 6 groups, the last of 2
+    assert passes_per_epoch(ScriptArguments(output_dir=str(tmp_path), baseline_passes_per_epoch=1), train) == 1
+    assert baseline_settings(built_in, 0, TINY_VISION, "cpu", passes=4).passes_per_epoch == 4
 
 
 def test_a_finished_baseline_is_read_back_on_resume_and_redone_otherwise(toy_fold, tmp_path):

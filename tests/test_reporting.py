@@ -24,15 +24,16 @@ def mvaema_run(top1: float) -> dict:
             "parameters": 1_550_000, "training": {"epochs": 3}}
 
 
-def baseline_run(top1: float, parameters: int) -> dict:
+def baseline_run(top1: float, parameters: int, passes: int | None = None) -> dict:
+    training = {"epochs": 2, **({} if passes is None else {"passes_per_epoch": passes})}
     return {"classification": classification(top1, f1_first=0.25), "classification_method": "supervised",
-            "parameters": parameters, "training": {"epochs": 2}}
+            "parameters": parameters, "training": training}
 
 
 @pytest.fixture()
 def summary():
     results = {"mvaema": {0: mvaema_run(0.8), 1: mvaema_run(0.9)},
-               "vit": {0: baseline_run(0.6, 500_000), 1: baseline_run(0.7, 500_000)},
+               "vit": {0: baseline_run(0.6, 500_000, passes=4), 1: baseline_run(0.7, 500_000, passes=4)},
                "features": {0: baseline_run(0.65, 310), 1: baseline_run(0.75, 310)}}
     return reporting.summarize(results, class_names=CLASS_NAMES, args={}, wall_time_seconds=60.0)
 
@@ -53,6 +54,17 @@ def test_table_2_lists_every_classifier_with_top1_top5_and_parameters(summary):
     assert "| VanillaViT (supervised) | 0.650 ± 0.050 | 1.000 ± 0.000 | 0.600 ± 0.050 | 0.50 M | supervised |" in tables
     assert "| Gradient + spectrum features (logistic regression) | 0.700 ± 0.050 |" in tables
     assert "| 310 | supervised |" in tables
+
+
+def test_table_2_states_the_passes_an_epoch_of_the_networks_made(summary):
+    assert summary["vit"]["passes_per_epoch"] == 4 and "passes_per_epoch" not in summary["features"]
+    assert ("Passes over the training micrographs in one epoch: VanillaViT (supervised) 4 (`--baseline_passes_per_epoch`; "
+            "by default as many as an epoch of MVaEMa shows each micrograph).") in reporting.results_tables(summary)
+    mixed = reporting.summarize({"vit": {0: baseline_run(0.6, 500_000, passes=4)},
+                                 "resnet": {0: baseline_run(0.6, 700_000, passes=1)}}, CLASS_NAMES, {}, 1.0)
+    assert "one epoch: VanillaViT (supervised) 4, ResNet (supervised) 1 (" in reporting.results_tables(mixed)
+    no_networks = reporting.summarize({"features": {0: baseline_run(0.6, 310)}}, CLASS_NAMES, {}, 1.0)
+    assert "Passes over" not in reporting.results_tables(no_networks)
 
 
 def test_table_4_per_class_for_mvaema_and_every_baseline(summary):

@@ -223,3 +223,14 @@ def test_a_trained_model_names_the_category_its_caption_states():
     assert following["images"] == len(CATEGORIES) * IMAGES_PER_CATEGORY
     assert following["named_share"] >= 0.98, following["misses"]
 
+
+def test_views_per_epoch_count_each_micrographs_question_groups():
+    from instruct_tuning.data import image_views_per_epoch
+
+    image_index = torch.tensor([0, 0, 0, 1, 1, 2])  # 3, 2 and 1 questions
+    assert image_views_per_epoch(image_index, questions_per_image=1, groups_per_image=None) == 2.0
+    assert image_views_per_epoch(image_index, questions_per_image=2, groups_per_image=None) == pytest.approx(4 / 3)
+    assert image_views_per_epoch(image_index, questions_per_image=1, groups_per_image=2) == pytest.approx(5 / 3)
+    sampler = ImageGroupedBatchSampler(image_index, 2, 1, seed=0, groups_per_image=2)
+    assert sampler.samples_per_epoch == 5  # one view per group: the sampler agrees
+

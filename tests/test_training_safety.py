@@ -219,6 +219,7 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
 @pytest.mark.parametrize(("arguments", "named"), [
     ({"batch_size": 0}, "--batch_size must be at least 1, got 0"),
     ({"num_epochs": 0}, "--num_epochs must be at least 1, got 0"),
+    ({"baseline_passes_per_epoch": 0}, "--baseline_passes_per_epoch must be at least 1, got 0"),
     ({"caption_drop_rate": 1.5}, "--caption_drop_rate is a share of prompts, between 0 and 1; got 1.5"),
     ({"caption_drop_rate": -0.1}, "--caption_drop_rate"),
     ({"model_overrides": '{"text_config": {'}, "--model_overrides is not valid JSON"),

@@ -2,7 +2,8 @@
 
 The settings are the script's own (learning rate, warm-up, epoch budget, both patiences, train-time augmentation,
 and the seed `--seed` + fold that MVaEMa's batches of that fold are drawn from), and the networks take MVaEMa's
-vision config, so a baseline row differs from MVaEMa's in the model only.
+vision config, so a baseline row differs from MVaEMa's in the model only. An epoch of a baseline shows each training
+micrograph as often as an epoch of MVaEMa does (`passes_per_epoch`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from instruct_tuning.augmentation import MicrographAugmentation
 from instruct_tuning.baselines.registry import train_and_evaluate_baseline
 from instruct_tuning.baselines.training import BaselineSettings
 from instruct_tuning.checkpoints import RESULT_FILE
-from instruct_tuning.data import FoldData
+from instruct_tuning.data import FoldData, QATable, image_views_per_epoch
 from instruct_tuning.factories import model_config
 from modeling_mvaema import MVaEMaConfig
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
@@ -29,14 +30,25 @@ def mvaema_vision_config(args: ScriptArguments, processor) -> MVaEMaVisionConfig
     return model_config(processor, **args.overrides).vision_config
 
 
-def baseline_settings(args: ScriptArguments, fold: int, vision_config: MVaEMaVisionConfig, device) -> BaselineSettings:
-    """The script's optimisation settings for fold `fold`. A batch holds `--batch_size` images."""
+def passes_per_epoch(args: ScriptArguments, train: QATable) -> int:
+    """`--baseline_passes_per_epoch`, or by default how often MVaEMa's epoch shows a training micrograph of `train`
+    (its question groups: 4 on the built-in corpus), rounded."""
+    if args.baseline_passes_per_epoch is not None:
+        return args.baseline_passes_per_epoch
+    views = image_views_per_epoch(train.image_index, args.questions_per_image, args.groups_per_image)
+    return max(1, round(views))
+
+
+def baseline_settings(args: ScriptArguments, fold: int, vision_config: MVaEMaVisionConfig, device,
+                      passes: int = 1) -> BaselineSettings:
+    """The script's optimisation settings for fold `fold`, `passes` passes over the training images an epoch
+    (`passes_per_epoch`). A batch holds `--batch_size` images."""
     augmentation = MicrographAugmentation(vision_config.image_size) if args.augment else None
     return BaselineSettings(
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, batch_size=args.batch_size,
         num_epochs=args.num_epochs, lr_patience=args.lr_patience, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed + fold, eval_batch_size=args.eval_batch_size, vision_config=vision_config,
-        device=str(device), augmentation=augmentation,
+        device=str(device), augmentation=augmentation, passes_per_epoch=passes,
     )
 
 

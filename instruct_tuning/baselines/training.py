@@ -2,8 +2,10 @@
 
 The schedule is the training script's: Adam at the script's learning rate with linear warm-up, the rate halved
 after `lr_patience` epochs without a lower validation loss, early stopping after `early_stopping_patience`, and
-the weights of the epoch with the lowest validation loss kept. A baseline learns from each distinct image once
-per epoch (the QA pairs of an image all carry the same category).
+the weights of the epoch with the lowest validation loss kept. A baseline learns from each distinct image (the QA
+pairs of an image all carry the same category) `passes_per_epoch` times an epoch: the training script makes that as
+many times as MVaEMa's epoch shows each micrograph, so that both learn from as many views of it between two
+validations.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class BaselineSettings:
     """The training script's optimisation settings. `batch_size` counts images; `vision_config` is MVaEMa's (its
     image_size must be the pixel store's); `device` None trains where the pixel store lives. `augmentation` (a
     `MicrographAugmentation`, or None) varies each training batch of a network, reproducibly from (seed, epoch);
-    evaluation never augments, nor does the features baseline (it fits on fixed features, not on batches)."""
+    evaluation never augments, nor does the features baseline (it fits on fixed features, not on batches).
+    `passes_per_epoch`: passes over the training images in one epoch (a validation, a patience step)."""
 
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -40,9 +43,10 @@ class BaselineSettings:
     vision_config: MVaEMaVisionConfig = field(default_factory=MVaEMaVisionConfig)
     device: str | None = None
     augmentation: torch.nn.Module | None = None
+    passes_per_epoch: int = 1
 
     def __post_init__(self):
-        for name in ("batch_size", "num_epochs", "eval_batch_size"):
+        for name in ("batch_size", "num_epochs", "eval_batch_size", "passes_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"baseline setting {name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
@@ -69,9 +73,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def training_batches(images: LabelledImages, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Index batches of one epoch in an order drawn from `generator`."""
-    return list(torch.randperm(len(images), generator=generator).split(batch_size))
+def training_batches(images: LabelledImages, batch_size: int, generator: torch.Generator,
+                     passes: int = 1) -> list[torch.Tensor]:
+    """Index batches of one epoch, `passes` passes over the images, each in its own order drawn from `generator`."""
+    return [batch for _ in range(passes) for batch in torch.randperm(len(images), generator=generator).split(batch_size)]
 
 
 @torch.no_grad()
@@ -85,11 +90,12 @@ def predict_logits(model, images: LabelledImages, pixel_store, device, batch_siz
 
 def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settings: BaselineSettings, epoch: int,
                     step: int, device) -> tuple[int, float]:
-    """One pass over the training images; returns the next optimizer step and the mean training loss."""
+    """`settings.passes_per_epoch` passes over the training images; returns the next optimizer step and the mean
+    training loss."""
     model.train()
     total = 0.0
     generator = epoch_generator(settings.seed, epoch)
-    for batch in training_batches(train, settings.batch_size, generator):
+    for batch in training_batches(train, settings.batch_size, generator, settings.passes_per_epoch):
         pixel_values = pixel_store.normalized(train.image_index[batch]).to(device)
         if settings.augmentation is not None:
             pixel_values = settings.augmentation(pixel_values, generator=generator)
@@ -99,13 +105,14 @@ def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settin
         optimizer.zero_grad()
         total += float(loss.detach()) * len(batch)
         step += 1
-    return step, total / len(train)
+    return step, total / (len(train) * settings.passes_per_epoch)
 
 
 def train_network(model, train: LabelledImages, validation: LabelledImages, pixel_store, settings: BaselineSettings,
                   device) -> tuple[torch.nn.Module, dict]:
     """Train `model` in place; returns it with the weights of its best validation epoch, and the training record
-    {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's."""
+    {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's, with "passes_per_epoch" and
+    "optimizer_steps"."""
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=settings.lr_patience)
@@ -126,7 +133,8 @@ def train_network(model, train: LabelledImages, validation: LabelledImages, pixe
         raise ValueError(f"the validation loss was never finite in {epoch} epochs; lower the learning rate "
                          f"(now {settings.learning_rate}) or raise warmup_steps (now {settings.warmup_steps})")
     model.load_state_dict(best_state)
-    return model, {"epochs": epoch, "best_validation_loss": best_loss, "history": history}
+    return model, {"epochs": epoch, "best_validation_loss": best_loss, "history": history,
+                   "passes_per_epoch": settings.passes_per_epoch, "optimizer_steps": step}
 
 
 def classification_metrics(scores: torch.Tensor | np.ndarray, labels: torch.Tensor, class_names: list[str]) -> dict:
