@@ -67,8 +67,9 @@ def quality_report(summary: dict, facts: dict) -> str:
         f"transformers {machine['transformers']}, Python {machine['python']}",
         f"- Machine: {machine['device']} ({machine.get('cpu_model') or machine['device_name']}), {machine['cpu_cores']} CPU cores, "
         f"{machine['torch_threads']} torch threads; measured {machine['date']}",
-        f"- Wall time: {facts['wall_time_seconds'] / 60:.1f} min for {len(summary['mvaema']['folds'])} folds"
-        + (" (this invocation only: it resumed a stopped run)" if facts["resumed"] else ""), "",
+        f"- Wall time: {facts['wall_time_seconds'] / 60:.1f} min for "
+        + ("this invocation, which resumed a stopped run (the tables cover "
+           f"{len(summary['mvaema']['folds'])} folds)" if facts["resumed"] else f"{len(summary['mvaema']['folds'])} folds"), "",
     ]
     return "\n".join(header) + "\n" + (Path(facts["run_dir"]) / "results.md").read_text()
 
