@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from instruct_tuning.variants import ABLATIONS, selected_variants
 
 # The built-in synthetic main job must stay under 15 minutes on 2 CPU cores: per fold the features baseline costs
-# about 40 s and the ViT about 70 s there, ResNet and Swin 3-4 minutes each.
+# about 40 s and the ViT about 2 minutes there (4 passes an epoch), ResNet and Swin about 10 minutes each.
 SYNTHETIC_BASELINES = "vit,features"
 
 
@@ -35,7 +35,7 @@ class ScriptArguments:
         "Supervised baselines of the paper's Table 2 trained on the same folds, pixels and schedule: a comma-separated "
         "list of vit, resnet, swin, features, or all, or none. Default: " + SYNTHETIC_BASELINES + " for the built-in "
         "synthetic corpus (the two that keep the main job under 15 minutes on 2 CPU cores; ResNet and Swin cost "
-        "3-4 minutes a fold each there), none for other corpora.")})
+        "about 10 minutes a fold each there), none for other corpora.")})
     baseline_passes_per_epoch: int | None = field(default=None, metadata={"help": (
         "Passes over the training micrographs in one epoch of a supervised network. Default: as many as an epoch of "
         "MVaEMa shows each micrograph (its question groups: 4 on the built-in corpus), so that every model learns "
