@@ -6,8 +6,6 @@ benchmarked is what is trained.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from pathlib import Path
 
 from dataset_builder.question_families import CLASSIFICATION_QUESTION, caption_for_category
@@ -15,7 +13,6 @@ from instruct_tuning.peer import BlipPeerForQuestionAnswering, blip_peer_config
 from instruct_tuning.variants import MVAEMA, PEER, ablation_of
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, train_wordpiece_tokenizer
 
-logger = logging.getLogger(__name__)
 TEXT_COLUMNS = ("question", "answer", "caption")
 
 
@@ -26,28 +23,6 @@ def train_processor(corpus, vocab_size: int, image_size: int = 224, max_question
     tokenizer = train_wordpiece_tokenizer(texts, vocab_size=vocab_size)
     return MVaEMaProcessor.from_tokenizer(tokenizer, image_size=image_size, max_question_length=max_question_length,
                                           max_answer_length=max_answer_length)
-
-
-def cached_processor(corpus, cache_dir: Path, vocab_size: int, image_size: int = 224, max_question_length: int = 48,
-                     max_answer_length: int = 64) -> MVaEMaProcessor:
-    """`train_processor`, trained once per corpus and settings and then read back from `cache_dir`.
-
-    The `tokenizers` WordPiece trainer breaks ties between equally frequent merges in hash-map order, which changes from
-    process to process, so two trainings on one corpus can learn different vocabularies (and a model's numbers move by
-    several points with them). Keyed by the corpus's texts and the settings, the cache makes a repeated run use the
-    same token ids."""
-    settings = f"{vocab_size}|{image_size}|{max_question_length}|{max_answer_length}"
-    digest = hashlib.sha256(settings.encode())
-    for column in TEXT_COLUMNS:
-        for text in corpus[column]:
-            digest.update(text.encode() + b"\0")
-    folder = cache_dir / f"processor-{digest.hexdigest()[:16]}"
-    if (folder / "processor_config.json").exists():
-        return MVaEMaProcessor.from_pretrained(folder)
-    processor = train_processor(corpus, vocab_size, image_size, max_question_length, max_answer_length)
-    processor.save_pretrained(folder)
-    logger.info("trained a %d-token WordPiece vocabulary on the corpus; kept in %s", len(processor.tokenizer), folder)
-    return processor
 
 
 def attach_categories(processor: MVaEMaProcessor, class_names: list[str]) -> MVaEMaProcessor:
@@ -92,8 +67,7 @@ def build_processor(corpus, args) -> MVaEMaProcessor:
         processor = MVaEMaProcessor.from_pretrained(args.init_from)
     else:
         image_size = args.overrides.get("vision_config", {}).get("image_size", 224)
-        processor = cached_processor(corpus, Path(args.output_dir) / "dataset_cache", args.vocab_size, image_size,
-                                     args.max_question_length, args.max_answer_length)
+        processor = train_processor(corpus, args.vocab_size, image_size, args.max_question_length, args.max_answer_length)
     attach_categories(processor, corpus.features["category"].names)
     processor.save_pretrained(saved)
     return processor

@@ -4,7 +4,6 @@
 Also `train_wordpiece_tokenizer`, which builds the corpus vocabulary with the `tokenizers` library.
 """
 
-import itertools
 import string
 from collections.abc import Iterable, Sequence
 
@@ -22,6 +21,17 @@ ALPHABET = [character for character in string.printable if not character.isspace
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
+def _empty_wordpiece_tokenizer(lowercase: bool, vocab: dict[str, int] | None = None) -> Tokenizer:
+    """The tokenizer pipeline: BERT's normalizer, whitespace words, "##" sub-words, a decoder that joins them."""
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    return tokenizer
+
+
 def train_wordpiece_tokenizer(
     texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2, lowercase: bool = False
 ) -> PreTrainedTokenizerFast:
@@ -31,6 +41,7 @@ def train_wordpiece_tokenizer(
     (up to whitespace): the paper's BLEU/ROUGE/METEOR compare whitespace tokens, and BERT's pre-tokenizer would turn
     "high-aspect-ratio" into "high - aspect - ratio". Case is kept unless `lowercase`. Special tokens [PAD] [UNK] [CLS]
     [SEP] [MASK] [ENC] [DEC] get ids 0-6 (the `MVaEMaConfig` defaults); `vocab_size` is the trainer's target.
+    The same texts give the same vocabulary in every process.
 
     Returns a `PreTrainedTokenizerFast` that adds "[CLS] ... [SEP]" and saves/loads with `AutoTokenizer` (a
     `BertTokenizer` would rebuild BERT's own pre-tokenizer on loading and lose this one).
@@ -41,31 +52,30 @@ def train_wordpiece_tokenizer(
             f"vocab_size={vocab_size} is too small; it must exceed the special tokens and the "
             f"character alphabet ({len(special_tokens) + 2 * len(ALPHABET)} entries)."
         )
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=lowercase
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    texts = list(texts)
+    tokenizer = _empty_wordpiece_tokenizer(lowercase)
+    seen = set().union(*(tokenizer.normalizer.normalize_str(text) for text in texts))
+    characters = sorted((seen | set(ALPHABET)) - set(string.whitespace))
+    # The trainer numbers the "##" continuation of each character in hash-map order (tokenizers issue #1794), and
+    # those numbers break ties between equally frequent merges: two processes then learn different vocabularies.
+    # Given to the trainer up front (as extra special tokens), the continuations get fixed numbers instead, which
+    # makes training deterministic; they also keep every character usable inside a word.
+    continuations = ["##" + character for character in characters]
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=special_tokens,
-        initial_alphabet=ALPHABET,
+        special_tokens=special_tokens + continuations,
+        initial_alphabet=characters,
         continuing_subword_prefix="##",
     )
-    # One extra line of "x!", "x#", ... words puts every character into the alphabet as a continuation too.
-    alphabet_line = " ".join("x" + character for character in ALPHABET)
-    tokenizer.train_from_iterator(itertools.chain([alphabet_line], texts), trainer)
-    # The trainer numbers tokens in hash-map order; WordPiece encodes by longest match, so renumbering (specials
-    # first, then sorted) changes no tokenisation. (Which tokens are learned can still differ between runs when merge
-    # counts tie, so a training run saves its processor and reuses it when resumed.)
+    tokenizer.train_from_iterator(texts, trainer)
+    # Numbered afresh (specials first, then sorted): WordPiece encodes by longest match, so the numbering changes no
+    # tokenisation, and the continuations become ordinary vocabulary entries rather than special tokens.
     learned = sorted(set(tokenizer.get_vocab()) - set(special_tokens))
-    tokenizer.model = models.WordPiece(
-        vocab={token: index for index, token in enumerate(special_tokens + learned)},
-        unk_token="[UNK]",
-        continuing_subword_prefix="##",
+    tokenizer = _empty_wordpiece_tokenizer(
+        lowercase, vocab={token: index for index, token in enumerate(special_tokens + learned)}
     )
+    tokenizer.add_special_tokens(special_tokens)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
