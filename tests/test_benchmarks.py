@@ -107,6 +107,11 @@ def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_b
     assert quality.parse_args([]).out == REPO / "benchmarks" / "results" / "quality"
     resumed = quality.script_arguments(quality.parse_args(["--resume", "--out", "out/q"]))
     assert resumed == [*full, "--resume"] and "--resume" not in full
+    longer = quality.script_arguments(quality.parse_args(["--num-epochs", "50", "--out", "out/q"]))
+    assert longer == [*full[:6], "50", *full[7:]]
+    for wrong in (["--quick", "--num-epochs", "50"], ["--num-epochs", "0"]):
+        with pytest.raises(SystemExit):
+            quality.parse_args(wrong)
 
 
 def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_version(tmp_path, monkeypatch):
