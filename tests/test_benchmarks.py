@@ -98,7 +98,7 @@ def test_benchmarks_build_the_models_the_training_script_trains():
     assert common.paper_config(processor).text_config.vocab_size == common.PAPER_VOCAB_SIZE
 
 
-def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_baseline():
+def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_baseline(capsys):
     full = quality.script_arguments(quality.parse_args(["--out", "out/q"]))
     assert full == ["--cross_validate", "--output_dir", "out/q/run", "--num_folds", "5", "--num_epochs", "15", "--baselines", "all"]
     quick = quality.script_arguments(quality.parse_args(["--quick", "--ablations", "--out", "out/q"]))
@@ -109,9 +109,11 @@ def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_b
     assert resumed == [*full, "--resume"] and "--resume" not in full
     longer = quality.script_arguments(quality.parse_args(["--num-epochs", "50", "--out", "out/q"]))
     assert longer == [*full[:6], "50", *full[7:]]
-    for wrong in (["--quick", "--num-epochs", "50"], ["--num-epochs", "0"]):
+    for wrong, message in ((["--quick", "--num-epochs", "50"], "--quick has its own (2 epochs)"),
+                           (["--num-epochs", "0"], "--num-epochs must be at least 1, got 0")):
         with pytest.raises(SystemExit):
             quality.parse_args(wrong)
+        assert message in capsys.readouterr().err
 
 
 def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_version(tmp_path, monkeypatch):
