@@ -2,21 +2,27 @@
 
 Why this shape: a teacher run over thousands of micrographs costs money and hours, and can be killed
 at any instant. Each finished (image, family) answer is appended as one line and flushed + fsynced
-before the run moves on, so a completed answer is never lost; a line cut off by a crash is ignored on
-reading (and reported), so the cache is never corrupt; a rerun skips every key that already has a
+before the run moves on, so a completed answer is never lost; a line cut off by a crash, or one that is
+not a well-typed record (hand-edited, foreign), is ignored on reading and reported by its line number, so
+no line can stop a run or a build; a rerun skips every key that already has a
 successful record, so no answer is ever paid for twice. The grounded synthetic teacher writes the very
 same records, so the builder reads both alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import pydantic
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -59,11 +65,43 @@ class TeacherRecord:
         return (self.image_id, self.family, self.prompt_version, self.teacher)
 
     def __post_init__(self) -> None:
+        if self.status not in (STATUS_OK, STATUS_FAILED):
+            raise ValueError(f"status must be {STATUS_OK!r} or {STATUS_FAILED!r}, not {self.status!r}")
         if self.status == STATUS_OK and len(self.answers) != len(self.questions):
             raise ValueError(
                 f"teacher record for {self.image_path} ({self.family}): {len(self.questions)} questions "
                 f"but {len(self.answers)} answers"
             )
+
+
+@functools.cache
+def _cache_line_model() -> type[pydantic.BaseModel]:
+    """`TeacherRecord`'s fields as a strict pydantic model: a line is parsed and type-checked in one step
+    (a hand-edited `"answers": [5]` or `"family": ["basics"]` is refused here, not deep in a build), and
+    pydantic's JSON parser refuses nesting too deep for it instead of raising RecursionError."""
+    types = typing.get_type_hints(TeacherRecord)
+    fields = {
+        record_field.name: (types[record_field.name], _pydantic_default(record_field))
+        for record_field in dataclasses.fields(TeacherRecord)
+    }
+    return pydantic.create_model("TeacherCacheLine", __config__=pydantic.ConfigDict(strict=True), **fields)
+
+
+def _pydantic_default(record_field: dataclasses.Field) -> object:
+    if record_field.default_factory is not dataclasses.MISSING:
+        return pydantic.Field(default_factory=record_field.default_factory)
+    return ... if record_field.default is dataclasses.MISSING else record_field.default
+
+
+def parse_cache_line(raw_line: bytes) -> TeacherRecord:
+    """The record on one cache line; `ValueError` saying which field is wrong (or why the line is not JSON)."""
+    try:
+        line = _cache_line_model().model_validate_json(raw_line)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where + ': ' if where else ''}{first['msg']}") from None
+    return TeacherRecord(**line.model_dump())
 
 
 @dataclass
@@ -91,9 +129,9 @@ class TeacherCache:
                 if not raw_line.strip():
                     continue
                 try:
-                    records.append(TeacherRecord(**json.loads(raw_line)))
-                except (ValueError, TypeError) as error:
-                    report.bad_lines.append((line_number, f"{type(error).__name__}: {error}"))
+                    records.append(parse_cache_line(raw_line))
+                except ValueError as error:
+                    report.bad_lines.append((line_number, str(error)))
         return records, report
 
     def records(self) -> list[TeacherRecord]:

@@ -204,6 +204,20 @@ def test_kill_minus_nine_and_resume(tmp_path):
     assert len(asked_twice) <= concurrency  # at most the requests in flight at the kill
 
 
+def test_a_wrongly_typed_cache_line_is_named_and_the_run_goes_on(tmp_path, server, caplog):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    args = teacher_args("generate", server, images, cache, "--families", "basics")
+    assert main(args) == EXIT_OK
+    answered = json.loads(cache.read_text())
+    with open(cache, "a") as handle:  # a hand-edited or foreign line of each wrong kind
+        handle.write(json.dumps({**answered, "family": ["basics"]}) + "\n")
+        handle.write(json.dumps({**answered, "answers": [5, 6]}) + "\n")
+
+    assert main(args) == EXIT_OK
+    assert f"{cache} line 2 ignored" in caplog.text and f"{cache} line 3 ignored" in caplog.text
+    assert len(server.calls) == 1  # the good line still counts: nothing asked twice
+
+
 def test_estimate_counts_tokens_and_cost(tmp_path, capsys):
     images = tmp_path / "images"
     for category, size in (("Fibres", (1024, 768)), ("Particles", (2048, 4096)), ("Tips", (64, 48))):

@@ -59,3 +59,33 @@ def test_image_content_id_follows_bytes_not_names(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"micrograph")
     (tmp_path / "b.bin").write_bytes(b"micrograph")
     assert image_content_id(tmp_path / "a.bin") == image_content_id(tmp_path / "b.bin")
+
+
+WRONGLY_TYPED_LINES = {
+    "answers": lambda line: {**line, "answers": [5, 6]},
+    "family": lambda line: {**line, "family": ["basics"]},
+    "created_at": lambda line: {**line, "created_at": "yesterday"},
+    "usage.input_tokens": lambda line: {**line, "usage": {"input_tokens": "many"}},
+    "status": lambda line: {**line, "status": "maybe"},
+}
+
+
+def test_wrongly_typed_lines_are_skipped_and_named_by_line(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    cache = TeacherCache(path)
+    cache.append(make_record(family="basics"))
+    good_line = json.loads(path.read_text())
+    with open(path, "a") as handle:
+        for make_bad in WRONGLY_TYPED_LINES.values():
+            handle.write(json.dumps(make_bad(good_line)) + "\n")
+        handle.write("[" * 200_000 + "\n")  # nested deeper than any parser's stack
+        handle.write('"just a string"\n')
+    cache.append(make_record(family="context_and_application"))
+
+    records, report = cache.read()
+    assert [record.family for record in records] == ["basics", "context_and_application"]
+    assert [number for number, _ in report.bad_lines] == list(range(2, 2 + len(WRONGLY_TYPED_LINES) + 2))
+    for (_, problem), field_name in zip(report.bad_lines, WRONGLY_TYPED_LINES):
+        assert problem.startswith(field_name), problem
+    assert "recursion limit" in report.bad_lines[-2][1]
+    assert cache.completed_keys() == {("a" * 64, "basics", "v", "t"), ("a" * 64, "context_and_application", "v", "t")}
