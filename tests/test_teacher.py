@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import select
 import signal
@@ -288,6 +289,21 @@ def test_bad_images_are_skipped_and_named(tmp_path, server, capsys):
     assert "Powder/notes.jpg: not an image PIL can identify" in output
     assert "Powder/truncated.jpg: corrupt or truncated image" in output
     assert {record.image_path for record in TeacherCache(cache).records()} == {"Powder/L0_Powder.jpg"}
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_never_paid_for(tmp_path, server, capsys):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    latin1_name = os.fsencode(images / "Tips") + b"/Probe_\xfc.jpg"  # a name written on a Latin-1 system
+    with open(latin1_name, "wb") as handle:
+        Image.new("RGB", (64, 48), (1, 2, 3)).save(handle, format="JPEG")
+    args = teacher_args("generate", server, images, cache, "--families", "basics")
+
+    for _ in range(2):  # a rerun must not pay again either
+        assert main(args) == EXIT_OK
+        assert "Tips/Probe_\\xfc.jpg: the file name is not valid UTF-8" in capsys.readouterr().out
+    assert len(server.calls) == 1  # only the well-named image was asked about, once
+    assert [record.image_path for record in TeacherCache(cache).records()] == ["Tips/L0_Tips.jpg"]
+    assert len(teacher.SpendLedger.beside(cache).path.read_text().splitlines()) == 1
 
 
 def test_batch_round_trip(tmp_path, capsys):

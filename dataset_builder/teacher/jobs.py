@@ -43,11 +43,14 @@ def scan_teacher_images(image_root: str | os.PathLike) -> TeacherImageScan:
     """Every image under `image_root/<Category>/`, by `dataset_builder.images.scan_image_folder`'s rule
     (hidden names ignored, links followed once), hashed; byte-identical copies are asked about once."""
     folder = scan_image_folder(image_root)
-    skipped = list(folder.skipped)
+    skipped = [SkippedImage(printable_path(entry.path), entry.reason) for entry in folder.skipped]
     images: list[TeacherImage] = []
     seen_ids: set[str] = set()
     duplicates = 0
     for found in folder.images:
+        if not is_utf8(found.relative_path):
+            skipped.append(SkippedImage(printable_path(found.relative_path), UNSTORABLE_NAME_REASON))
+            continue
         try:
             image_id = image_content_id(found.path)
         except OSError as error:
@@ -59,6 +62,27 @@ def scan_teacher_images(image_root: str | os.PathLike) -> TeacherImageScan:
         seen_ids.add(image_id)
         images.append(TeacherImage(found.path, found.relative_path, found.category, image_id))
     return TeacherImageScan(images, skipped, duplicates)
+
+
+# Answers are stored under the image's path in a UTF-8 cache: a name that is not UTF-8 (bytes of another
+# encoding, which Python reads as lone surrogates) could be paid for but never stored, on every run.
+UNSTORABLE_NAME_REASON = (
+    "the file name is not valid UTF-8, so answers about it could not be stored; nothing was sent: "
+    "rename the file (e.g. convmv -f latin1 -t utf8)"
+)
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(name: str) -> str:
+    """`name` with the bytes that are not UTF-8 shown as \\xNN escapes: safe to print, log and store."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
