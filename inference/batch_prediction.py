@@ -4,7 +4,9 @@ that a rerun resumes.
 Each output line is one image: `{"path", "category_folder", "answers": {family: [{"question", "answer"}]},
 "categories": [{"label", "score"}] (top 5), "error"}`, where `path` is relative to the image folder. A line is
 written whole and flushed per batch, so a killed run loses at most the line it was writing; the rerun repairs that
-line and skips every image already in the file.
+line and skips every image already in the file. An existing output file is trimmed only once every line of it has
+been read as a prediction row: any other file (a CSV, an image, model weights) is refused untouched, and so is an
+output path that is a symbolic link, a folder, or inside the image folder.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +38,17 @@ class MicrographFile:
 
 
 def find_micrographs(image_root: str | os.PathLike) -> list[MicrographFile]:
-    """Image files under `image_root`: by category folder (`scan_image_folder`'s rule) when the root holds only
-    folders, else every visible image file of the tree. Names starting with "." are ignored at any depth."""
+    """Image files under `image_root`: by category folder (`scan_image_folder`'s rule) when the root holds folders
+    and no image file, else every visible image file of the tree. Names starting with "." are ignored at any depth.
+
+    Other files beside the category folders (notes, a teacher cache, predictions of an earlier run) do not decide the
+    layout, so a rerun finds the same layout whatever such files appeared since."""
     root = Path(image_root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"--images {image_root}: folder not found")
     visible = [entry for entry in root.iterdir() if not entry.name.startswith(".")]
-    if visible and all(entry.is_dir() for entry in visible):
+    root_images = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES]
+    if any(entry.is_dir() for entry in visible) and not root_images:
         scan = scan_image_folder(root)
         for skipped in scan.skipped:
             logger.warning("skipped %s: %s", skipped.path, skipped.reason)
@@ -60,30 +67,84 @@ def _visible_image_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
+def check_output_path(output: str | os.PathLike, image_root: str | os.PathLike) -> None:
+    """Raise `ValueError` for an output path the run must not write to; reads and changes nothing."""
+    output, image_root = Path(output).expanduser(), Path(image_root).expanduser()
+    if output.is_symlink():
+        raise ValueError(f"--out {output}: is a symbolic link; give the path of a regular file (the run would "
+                         "write wherever the link points)")
+    if output.is_dir():
+        raise ValueError(f"--out {output}: is a folder; give a file path such as {output / 'predictions.jsonl'}")
+    if output.exists() and not output.is_file():
+        raise ValueError(f"--out {output}: is not a regular file")
+    if (output.parent.resolve() / output.name).is_relative_to(image_root.resolve()):
+        raise ValueError(f"--out {output}: lies inside --images {image_root}; write the predictions outside the "
+                         "image folder")
+
+
+# Every row this module writes starts so: a last line cut off by a kill is told from a file that is not ours by it.
+ROW_START = b'{"path": '
+
+
 def read_finished_paths(output: Path) -> set[str]:
     """The image paths already in `output`. A last line cut off by a kill is removed from the file (its image is
-    predicted again); a broken line before the last one is an error, so that no finished result is overwritten."""
+    predicted again), but only after every complete line was read as a prediction row; a line that is not one is an
+    error, so that no finished result, and no file that is not a prediction file, is changed."""
     if not output.exists():
         return set()
     data = output.read_bytes()
     complete_end = data.rfind(b"\n") + 1
-    if complete_end < len(data):
+    lines = data[:complete_end].split(b"\n")
+    finished = {_row_path(line, number, output) for number, line in enumerate(lines, start=1) if line.strip()}
+    cut_off = data[complete_end:]
+    if cut_off:
+        if cut_off[: len(ROW_START)] != ROW_START[: len(cut_off)]:
+            raise _not_a_row(output, len(lines), "it does not start like one and has no line end")
         logger.warning("%s: removing an incomplete last line (a run was interrupted); its image is predicted again",
                        output)
         with output.open("r+b") as handle:
             handle.truncate(complete_end)
-    finished = set()
-    for number, line in enumerate(data[:complete_end].decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            finished.add(json.loads(line)["path"])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"--out {output}: line {number} is not a prediction row ({error}); give a new --out file or "
-                "remove that line"
-            ) from None
     return finished
+
+
+def load_json(data: bytes) -> object:
+    """`json.loads` of UTF-8 bytes where every problem, a deep nesting included, is a one-line `ValueError`."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _row_path(line: bytes, number: int, output: Path) -> str:
+    try:
+        row = load_json(line)
+    except ValueError as error:
+        raise _not_a_row(output, number, str(error)) from None
+    if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+        raise _not_a_row(output, number, 'not an object with a "path" string')
+    return row["path"]
+
+
+def _not_a_row(output: Path, number: int, problem: str) -> ValueError:
+    return ValueError(f"--out {output}: line {number} is not a prediction row ({problem}); give a new --out file or "
+                      "remove that line")
+
+
+# A file name whose bytes are not UTF-8 reaches Python with lone surrogates in place of those bytes
+# (surrogateescape). UTF-8 cannot encode them, so they are written as JSON "\udcXX" escapes, which json.loads turns
+# back into the same name: the rerun recognises the file and os.fsencode(path) gives its bytes.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_line(row: dict) -> str:
+    text = json.dumps(row, ensure_ascii=False)
+    return LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+
+
+def _open_for_appending(output: Path):
+    # O_NOFOLLOW: a link planted after `check_output_path` is refused by the kernel instead of written through.
+    descriptor = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(descriptor, "a", encoding="utf-8")
 
 
 def predict_folder(
@@ -96,7 +157,8 @@ def predict_folder(
     method: str | None = None,
 ) -> dict[str, int]:
     """Append one line per not yet predicted image of `image_root` to `output`; returns counts of what was done."""
-    output = Path(output)
+    check_output_path(output, image_root)
+    output = Path(output).expanduser()
     images = find_micrographs(image_root)
     finished = read_finished_paths(output)
     todo = [image for image in images if image.relative_path not in finished]
@@ -104,12 +166,12 @@ def predict_folder(
     if not assistant.category_names:
         logger.warning("the saved processor has no categories: rows will have no category ranking")
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("a", encoding="utf-8") as sink, logging_redirect_tqdm(), tqdm(
+    with _open_for_appending(output) as sink, logging_redirect_tqdm(), tqdm(
         total=len(todo), unit="image", desc="micrographs"
     ) as progress:
         for batch in _batches(todo, batch_size):
             rows = _predict_batch(assistant, batch, families, num_beams, method)
-            sink.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            sink.write("".join(_json_line(row) for row in rows))
             sink.flush()
             counts["bad_files"] += sum(row["error"] is not None for row in rows)
             counts["predicted"] += sum(row["error"] is None for row in rows)

@@ -15,12 +15,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from dataset_builder.images import BadImageError, open_micrograph
 from dataset_builder.question_families import FAMILIES_BY_KEY, family_by_key
 
 from .assistant import MicrographAssistant
-from .batch_prediction import predict_folder
+from .batch_prediction import check_output_path, load_json, predict_folder
 from .loading import ModelLoadError, ModelSource, add_model_arguments
 
 DEFAULT_QUESTION = "Describe the overall shape and morphology of the nanomaterials."
@@ -65,19 +66,35 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     source = ModelSource(args.model, trust_remote_code=args.trust_remote_code, revision=args.revision)
     try:
+        if args.images is not None:
+            check_output_path(args.out, args.images)  # before the model loads: a wrong --out fails at once
         image = open_micrograph(args.image) if args.image is not None else None
+        check_model_json_files(source)
         assistant = MicrographAssistant.load(source)
         if image is not None:
             return predict_one(assistant, image, args)
         families = [family_by_key(key) for key in dict.fromkeys(args.families)]
         counts = predict_folder(assistant, args.images, args.out, families, args.batch_size, args.num_beams,
                                 args.method)
-    except (BadImageError, ModelLoadError, FileNotFoundError, ValueError) as error:
+    except (BadImageError, ModelLoadError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.out}: {counts['predicted']} images predicted, {counts['bad_files']} bad files named and skipped, "
           f"{counts['already_done']} already there (of {counts['found']} found)", file=sys.stderr)
     return 0
+
+
+def check_model_json_files(source: ModelSource) -> None:
+    """Raise `ModelLoadError` naming a JSON file of a local model folder that does not parse: transformers and
+    tokenizers report one without its name ("expected `,` or `}`"), or with a traceback."""
+    if not source.is_local:
+        return
+    for path in sorted(Path(source.name_or_path).expanduser().glob("*.json")):
+        try:
+            load_json(path.read_bytes())
+        except ValueError as error:
+            raise ModelLoadError(f"--model {source.name_or_path}: {path.name} is not valid JSON ({error}); restore "
+                                 "it from the model's original files") from None
 
 
 def predict_one(assistant: MicrographAssistant, image, args: argparse.Namespace) -> int:

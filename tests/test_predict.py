@@ -1,5 +1,6 @@
 """mvaema-predict: loading without shipped code, one image, and a resumable folder run with bad files."""
 
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ from inference_fixtures import (
     sixteen_bit_tiff,
     write_micrograph_folder,
 )
+from model_fixtures import micrographs
+from PIL import Image
 
 from inference.loading import ModelLoadError, ModelSource, load_model_and_processor
 from inference.predict import main
@@ -232,3 +235,122 @@ def test_bad_arguments_are_named(extra, message, tmp_path, capsys):
         main(argv)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- the output file
+
+
+def folder_argv(saved_model: Path, images: Path, out: Path) -> list[str]:
+    return ["--model", str(saved_model), "--images", str(images), "--out", str(out), "--families", "basics"]
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (40, 30), 7).save(buffer, format="PNG")
+    return buffer.getvalue() + b"\nafter the last newline"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [pytest.param(b"sample,diameter\nA,12\nB,14", id="csv"), pytest.param(None, id="png"),
+     pytest.param("safetensors", id="safetensors")],
+)
+def test_an_out_file_that_is_not_a_prediction_jsonl_is_refused_untouched(content, saved_model, tmp_path, capsys):
+    write_micrograph_folder(tmp_path / "images")
+    out = tmp_path / "existing"
+    if content == "safetensors":
+        content = (saved_model / "model.safetensors").read_bytes()
+    out.write_bytes(png_bytes() if content is None else content)
+    before = out.read_bytes()
+    assert main(folder_argv(saved_model, tmp_path / "images", out)) == 2
+    assert f"--out {out}: line 1 is not a prediction row" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def plant_symlink(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".bashrc").write_text("export PATH\n")
+    (tmp_path / "predictions.jsonl").symlink_to(tmp_path / "home" / ".bashrc")
+    return tmp_path / "predictions.jsonl"
+
+
+def plant_dangling_symlink(tmp_path: Path) -> Path:
+    (tmp_path / "predictions.jsonl").symlink_to(tmp_path / "home" / ".profile")
+    return tmp_path / "predictions.jsonl"
+
+
+def plant_folder(tmp_path: Path) -> Path:
+    (tmp_path / "predictions.jsonl").mkdir()
+    return tmp_path / "predictions.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("plant", "problem"),
+    [
+        (plant_symlink, "is a symbolic link"),
+        (plant_dangling_symlink, "is a symbolic link"),
+        (plant_folder, "is a folder"),
+        (lambda tmp_path: tmp_path / "images" / "Particles" / "predictions.jsonl", "lies inside --images"),
+        (lambda tmp_path: tmp_path / "images" / "predictions.jsonl", "lies inside --images"),
+    ],
+)
+def test_an_out_that_is_a_link_a_folder_or_inside_the_images_is_refused(plant, problem, saved_model, tmp_path,
+                                                                         capsys):
+    write_micrograph_folder(tmp_path / "images")
+    out = plant(tmp_path)
+    files_before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert main(folder_argv(saved_model, tmp_path / "images", out)) == 2
+    assert f"error: --out {out}: {problem}" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == files_before
+
+
+def test_a_deeply_nested_output_line_is_named_not_a_recursion_error(saved_model, tmp_path, capsys):
+    write_micrograph_folder(tmp_path / "images")
+    out = tmp_path / "predictions.jsonl"
+    out.write_text('{"path": "Particles/a.jpg", "error": null}\n' + "[" * 200_000 + "]" * 200_000 + "\n")
+    assert main(folder_argv(saved_model, tmp_path / "images", out)) == 2
+    assert f"--out {out}: line 2 is not a prediction row (nested too deeply)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", ["processor_config.json", "tokenizer.json", "config.json"])
+def test_an_invalid_model_json_file_is_named_in_one_line(broken, saved_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(saved_model, model)
+    (model / broken).write_text('{"image_processor": {"size": 224')
+    result = run_cli("--model", str(model), "--image", str(sixteen_bit_tiff(tmp_path / "deep.tif")))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --model {model}: {broken} is not valid JSON (")
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------------------- names and layout
+
+
+def test_an_image_name_that_is_not_utf8_is_stored_losslessly_with_its_batch_mate(saved_model, tmp_path, capsys):
+    images = tmp_path / "images"
+    (images / "Particles").mkdir(parents=True)
+    good, odd = micrographs(2)
+    good.save(images / "Particles" / "a.jpg")
+    with open(os.fsencode(images / "Particles") + b"/Probe_\xfc.jpg", "wb") as handle:
+        odd.save(handle, format="JPEG")
+    out = tmp_path / "predictions.jsonl"
+    argv = folder_argv(saved_model, images, out) + ["--batch-size", "2"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
+    assert sorted(os.fsencode(row["path"]) for row in rows) == [b"Particles/Probe_\xfc.jpg", b"Particles/a.jpg"]
+    assert all(row["error"] is None and row["category_folder"] == "Particles" for row in rows)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "0 images predicted, 0 bad files named and skipped, 2 already there" in capsys.readouterr().err
+
+
+def test_the_package_own_files_beside_the_categories_keep_the_category_layout(saved_model, tmp_path):
+    write_micrograph_folder(tmp_path / "images")
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    assert main(folder_argv(saved_model, tmp_path / "images", first)) == 0
+    shutil.copy(first, tmp_path / "images" / "predictions.jsonl")  # where an older version let a run write it
+    (tmp_path / "images" / "teacher_cache.jsonl").write_text("")
+    assert main(folder_argv(saved_model, tmp_path / "images", second)) == 0
+    layout = {row["path"]: row["category_folder"] for row in read_rows(first)}
+    assert {row["path"]: row["category_folder"] for row in read_rows(second)} == layout
+    assert layout["Nanowires/session_2/c.tif"] == "Nanowires"
