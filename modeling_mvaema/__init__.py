@@ -16,6 +16,7 @@ from .modeling_mvaema import (
     MVaEMaZeroShotOutput,
 )
 from .processing_mvaema import MVaEMaProcessor, train_wordpiece_tokenizer
+from .safe_loading_mvaema import never_ask_to_run_mvaema_code
 
 __all__ = [
     "ABLATIONS",
@@ -52,6 +53,7 @@ def _register_with_auto_classes() -> None:
         auto_class.register(MVaEMaConfig, MVaEMaForQuestionAnswering, exist_ok=True)
     AutoModelForZeroShotImageClassification.register(MVaEMaConfig, MVaEMaModel, exist_ok=True)
     AutoProcessor.register(MVaEMaConfig, MVaEMaProcessor, exist_ok=True)
+    never_ask_to_run_mvaema_code()
 
 
 _register_with_auto_classes()

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import BatchFeature, BlipImageProcessorPil, PreTrainedTokenizerFast, ProcessorMixin
 
 from .configuration_mvaema import SPECIAL_TOKENS
+from .safe_loading_mvaema import load_subprocessors
 
 IGNORE_INDEX = -100
 # WordPiece turns a whole word into [UNK] when one of its characters is missing from the vocabulary, so every
@@ -148,6 +149,12 @@ class MVaEMaProcessor(ProcessorMixin):
         self.category_captions = category_captions
         self.classification_question = classification_question
         self.classification_method = classification_method
+
+    @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        # The package's tokenizer and image processor, never the classes a saved folder's files name (see
+        # safe_loading_mvaema): loading asks nothing on the terminal and runs nothing shipped.
+        return load_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerFast, image_size: int = 224, **kwargs) -> "MVaEMaProcessor":
