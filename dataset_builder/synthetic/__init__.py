@@ -20,12 +20,14 @@ upsampled, normalised to the look, and given shot noise, scan-line noise and cha
 Layout: `scene` (what an image shows, as data), `canvas` (relief and material maps), `geometry` (placement and
 outlines), `drawers/` (one module per SEM category), `registry` (category -> sub-types -> drawer),
 `instrument` (settings and data bar), `imaging` (signal, contrast, noise), `render` (one image),
-`phrasing`, `answers` and `grounded_teacher` (the answers), `corpus` and `cli` (`mvaema-synth`).
+`phrasing`, `answers` and `grounded_teacher` (the answers), `facts` (what each image shows, kept beside the
+corpus for `metrics/grounded_facts`), `corpus` and `cli` (`mvaema-synth`).
 """
 
 from .canvas import Canvas
 from .cli import main
 from .corpus import CACHE_FILE_NAME, DEFAULT_JPEG_QUALITY, IMAGES_DIR_NAME, SyntheticCorpus, generate_synthetic_corpus
+from .facts import FACTS_FILE_NAME, load_synthetic_facts, scene_facts
 from .grounded_teacher import TEACHER_NAME, answer_family, grounded_records
 from .instrument import DATA_BAR_SHARE, format_length
 from .registry import SUBTYPES, Subtype
@@ -38,6 +40,7 @@ __all__ = [
     "DATA_BAR_SHARE",
     "DEFAULT_JPEG_QUALITY",
     "DataBar",
+    "FACTS_FILE_NAME",
     "IMAGES_DIR_NAME",
     "IMAGE_HEIGHT",
     "IMAGE_WIDTH",
@@ -54,6 +57,8 @@ __all__ = [
     "format_length",
     "generate_synthetic_corpus",
     "grounded_records",
+    "load_synthetic_facts",
     "main",
     "sample_acquisition",
+    "scene_facts",
 ]

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     print(
         f"{corpus.images_written} images written ({corpus.images_skipped} already complete), "
-        f"{corpus.records_written} teacher records -> {corpus.cache_path} "
+        f"{corpus.records_written} teacher records -> {corpus.cache_path}, facts -> {corpus.facts_path} "
         f"in {corpus.elapsed_seconds:.1f} s ({corpus.images_per_second:.1f} images/s)",
         file=sys.stdout,
     )
