@@ -13,6 +13,7 @@ test can prove that no completed answer was ever asked for twice.
 
 from __future__ import annotations
 
+import dataclasses
 import email.parser
 import email.policy
 import functools
@@ -42,7 +43,10 @@ CHAT_FAULTS = (
     "empty_answer",  # JSON content with a blank answer
     "refusal",  # the model refuses (message.refusal)
     "length",  # finish_reason "length" with cut-off content
+    "trickle",  # a valid answer, status line and headers included, one byte every `trickle_s`
+    "endless",  # HTTP 200 announcing a huge body and sending it as fast as the client reads
 )
+ENDLESS_BODY_CEILING = 64 << 20  # the server gives up after this much, so a client without a size cap is not hung
 BATCH_LINE_FAULTS = ("error", "refusal", "schema_violation", "missing")
 
 
@@ -68,6 +72,8 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     drop: bool = False
+    trickle_s: float = 0.0  # > 0: send the whole response one byte at a time
+    endless: bool = False
 
 
 class OpenAITestServer:
@@ -78,6 +84,7 @@ class OpenAITestServer:
         *,
         retry_after_s: float = 0.05,
         slow_s: float = 3.0,
+        trickle_s: float = 0.05,
         latency_s: float = 0.0,
         prompt_tokens: int = 1000,
         completion_tokens: int = 100,
@@ -88,6 +95,7 @@ class OpenAITestServer:
     ):
         self.retry_after_s = retry_after_s
         self.slow_s = slow_s
+        self.trickle_s = trickle_s
         self.latency_s = latency_s
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
@@ -181,6 +189,10 @@ class OpenAITestServer:
             return self._json_reply(self._completion(body, key), delay_s=self.slow_s)
         if fault == "drop":
             return _Reply(drop=True)
+        if fault == "trickle":
+            return dataclasses.replace(self._json_reply(self._completion(body, key)), trickle_s=self.trickle_s)
+        if fault == "endless":
+            return _Reply(payload=b"", headers={"Content-Type": "application/json"}, endless=True)
         if fault == "malformed_body":
             return _Reply(
                 payload=b'{"id": "chatcmpl-broken", "choices": [', headers={"Content-Type": "application/json"}
@@ -434,9 +446,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if reply.trickle_s:
+            self._send_trickling(reply)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.payload)))
+        self.send_header("Content-Length", str(ENDLESS_BODY_CEILING * 1000 if reply.endless else len(reply.payload)))
         self.end_headers()
+        if reply.endless:
+            self._send_endless_body()
+            return
         self.wfile.write(reply.payload)
+
+    def _send_trickling(self, reply: _Reply) -> None:
+        self.close_connection = True
+        headers = "".join(f"{name}: {value}\r\n" for name, value in reply.headers.items())
+        head = f"HTTP/1.1 {reply.status} OK\r\n{headers}Content-Length: {len(reply.payload)}\r\n\r\n"
+        for byte in head.encode() + reply.payload:
+            self.wfile.write(bytes([byte]))
+            time.sleep(reply.trickle_s)
+
+    def _send_endless_body(self) -> None:
+        self.close_connection = True
+        chunk = b" " * (64 << 10)
+        for _ in range(ENDLESS_BODY_CEILING // len(chunk)):
+            self.wfile.write(chunk)

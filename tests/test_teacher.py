@@ -45,6 +45,7 @@ from dataset_builder.teacher_cache import STATUS_OK, TeacherCache, image_content
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "sk-test-DISTINCTIVE-7f3a9c51e2"
 MODEL = "test-teacher"
+LIMIT_FAULTS = ("bad_request", "trickle", "endless")  # not retried, or checked by a test of their own
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +108,7 @@ def assert_complete_without_duplicates(cache_path: Path, images: Path, families=
 
 def test_generate_survives_every_fault(tmp_path, server, capfd):
     images, cache = make_images(tmp_path / "images"), tmp_path / "cache.jsonl"
-    faults = [fault for fault in CHAT_FAULTS if fault != "bad_request" for _ in range(3)]
+    faults = [fault for fault in CHAT_FAULTS if fault not in LIMIT_FAULTS for _ in range(3)]
     script = faults + ["ok"] * 20
     random.Random(0).shuffle(script)
     server.script(*script)
@@ -478,6 +479,33 @@ def test_max_usd_caps_the_cache_total_across_runs(tmp_path, capsys):
         assert len(server.calls) == 11
     assert teacher.SpendLedger.beside(cache).total_usd() == pytest.approx(0.0055)
     assert "the cache's ledger held $0.0055 from earlier runs" in capsys.readouterr().out
+
+
+def run_in_background(args: list[str]) -> tuple[threading.Thread, list[int]]:
+    """`main(args)` in a daemon thread, so a test can give up on a run that hangs instead of hanging itself."""
+    exit_codes: list[int] = []
+    run = threading.Thread(target=lambda: exit_codes.append(main(args)), daemon=True)
+    run.start()
+    return run, exit_codes
+
+
+def test_a_trickling_or_endless_reply_fails_the_attempt_within_its_limits(tmp_path, server):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    args = teacher_args("generate", server, images, cache, "--families", "basics", "--max-attempts", "1",
+                        "--timeout", "1")  # fmt: skip
+    server.trickle_s = 0.05  # every byte well within the 1 s per read; the whole reply takes about 30 s
+    for fault, problem in (("trickle", "past its 1 s deadline"), ("endless", "reply exceeded the 4 MiB limit")):
+        server.script(fault)
+        started = time.monotonic()
+        run, exit_codes = run_in_background(args)
+        run.join(timeout=15)
+        assert exit_codes == [EXIT_FAILED], f"the {fault} reply held the run"
+        assert time.monotonic() - started < 5
+        assert problem in TeacherCache(cache).records()[-1].error
+
+    ledger = [json.loads(line) for line in teacher.SpendLedger.beside(cache).path.read_text().splitlines()]
+    assert [line["confirmed"] for line in ledger] == [False, False]  # cost unknown: counted at the worst case
+    assert main(args) == EXIT_OK
 
 
 def test_a_retry_after_of_a_day_fails_the_attempt_instead_of_parking_the_worker(tmp_path, server):

@@ -40,6 +40,7 @@ from ..teacher_cache import TeacherCache, TeacherRecord
 from .batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BatchState, batch_collect, batch_status, batch_submit
 from .credentials import make_client, public_url, redact_api_key
 from .jobs import completed_keys
+from .limits import RequestLimits
 from .locks import ResourceBusy
 from .online import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPTED, OnlineTeacher, RunAbandoned, RunReport, generate
 from .pricing import PRICES_AS_OF, ModelPrice, estimate, resolve_price
@@ -238,7 +239,12 @@ def _model_options() -> argparse.ArgumentParser:
 def _network_options() -> argparse.ArgumentParser:
     defaults = RetryPolicy()
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--timeout", type=float, default=180.0, help="seconds per request (default: 180)")
+    options.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        help="seconds a request may take in all, connecting and reading the whole reply included (default: 180)",
+    )
     options.add_argument(
         "--max-attempts", type=int, default=defaults.max_attempts, help="tries per request (default: 8)"
     )
@@ -325,6 +331,7 @@ def run_generate(args: argparse.Namespace) -> int:
         price,
         _retry(args),
         SpendTracker(args.max_usd, SpendLedger.beside(cache)),
+        limits=RequestLimits(total_s=args.timeout),
     )
     report = generate(
         args.images, cache, online, args.families, args.concurrency, not args.no_progress, args.batch_dir

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import openai
 
+from .limits import limited_http_client
 from .protocol import is_openai_url
 
 OPENAI_KEY_VARIABLE = "OPENAI_API_KEY"
@@ -48,7 +49,8 @@ def check_key_transport(base_url: str, key_variable: str, allow_insecure_key: bo
 
 
 def make_client(base_url: str, timeout_s: float = 180.0, *, allow_insecure_key: bool = False) -> openai.OpenAI:
-    """An OpenAI client with its own retries off (the teacher retries, in one place). OpenAI gets
+    """An OpenAI client with its own retries off (the teacher retries, in one place), whose requests obey
+    `limits.request_limits` (a total deadline, a maximum reply size) where a caller sets them. OpenAI gets
     $OPENAI_API_KEY; any other server gets $MVAEMA_TEACHER_API_KEY, else $OPENAI_API_KEY, else a placeholder."""
     key_variable = key_variable_for(base_url)
     if key_variable is None:
@@ -60,7 +62,9 @@ def make_client(base_url: str, timeout_s: float = 180.0, *, allow_insecure_key: 
     else:
         check_key_transport(base_url, key_variable, allow_insecure_key)
         api_key = os.environ[key_variable]
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+    return openai.OpenAI(
+        api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=limited_http_client()
+    )
 
 
 def public_url(url: str) -> str:

@@ -27,6 +27,7 @@ from ..teacher_cache import STATUS_OK, TeacherCache, TeacherRecord
 from .batch import batch_dirs_beside, pending_batch_keys
 from .credentials import redact_api_key
 from .jobs import TeacherJob, completed_keys, pending_jobs, scan_teacher_images
+from .limits import RequestLimits, request_limits
 from .locks import exclusive_use
 from .pricing import ModelPrice, worst_case_usd
 from .protocol import (
@@ -85,8 +86,10 @@ class OnlineTeacher:
         retry: RetryPolicy = RetryPolicy(),
         spend: SpendTracker | None = None,
         encoded_images_kept: int = 32,
+        limits: RequestLimits = RequestLimits(total_s=180.0),
     ):
         self.client = client
+        self.limits = limits  # enforced by a client from `make_client`
         self.settings = settings
         self.price = price
         self.retry = retry
@@ -142,7 +145,8 @@ class OnlineTeacher:
 
     def _send(self, body: dict[str, Any], family: QuestionFamily) -> _Attempt:
         try:
-            response = self.client.chat.completions.with_raw_response.create(**body)
+            with request_limits(self.limits):
+                response = self.client.chat.completions.with_raw_response.create(**body)
             reply = parse_reply(json_payload(response.text), family)
         except InvalidReply as error:
             return _Attempt(error=redact_api_key(error.reason), retryable=True, usage=error.usage)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import openai
 
 from .credentials import redact_api_key
+from .limits import deadline_passed
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def too_long_wait_message(seconds: float) -> str:
 
 def describe_error(error: BaseException) -> str:
     if isinstance(error, openai.APITimeoutError):
-        return "the request timed out"
+        passed = deadline_passed(error)
+        return f"the request timed out: {passed}" if passed else "the request timed out"
     if isinstance(error, openai.APIConnectionError):
         return redact_api_key(f"connection error ({error.__cause__ or error})")
     if isinstance(error, openai.APIStatusError):
