@@ -113,6 +113,7 @@ class OpenAITestServer:
         self.injected: Counter[str] = Counter()
         self.batch_lines: Counter[tuple[str, str]] = Counter()
         self.authorizations: set[str] = set()
+        self.request_targets: list[str] = []  # path and query of every request, in order
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -428,6 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = authorization.removeprefix("Bearer ")
         with self.app._lock:
             self.app.authorizations.add(key)
+            self.app.request_targets.append(self.path)
         if self.app.required_key is not None and key != self.app.required_key:
             if self.command == "POST":
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -429,12 +429,12 @@ def test_a_self_hosted_server_gets_its_own_key_variable(tmp_path, server, monkey
 
 def test_credentials_in_urls_never_reach_state_files_or_logs(tmp_path, server, capsys):
     images, cache, batch_dir = make_images(tmp_path / "images"), tmp_path / "cache.jsonl", tmp_path / "batches"
-    secret_url = server.base_url.replace("http://", "http://labuser:pa55-w0rd@")
+    secret_url = server.base_url + "?api-version=2024-06&token=pa55-w0rd"
     submit = teacher_args("batch-submit", server, images, cache, "--families", "basics", "--batch-dir", str(batch_dir))
     submit[submit.index("--base-url") + 1] = secret_url
 
     assert main(submit) == EXIT_OK
-    assert teacher.BatchState.load(batch_dir).base_url == server.base_url
+    assert teacher.BatchState.load(batch_dir).base_url == server.base_url + "?api-version=2024-06"
     assert main(["batch-collect", "--batch-dir", str(batch_dir), "--wait", "--poll-interval", "0.01",
                  "--base-url", secret_url]) == EXIT_OK  # fmt: skip
     assert main(["batch-status", "--batch-dir", str(batch_dir), "--base-url", "http://127.0.0.1:1/v1"]) == EXIT_CONFIG
@@ -446,6 +446,28 @@ def test_credentials_in_urls_never_reach_state_files_or_logs(tmp_path, server, c
     assert stored == "https://llm.lab.example:8443/v1?api-version=2024-06"
     logged = teacher.redact_api_key("connection to http://u:p@host.example/v1?access_token=s3cret failed")
     assert logged == "connection to http://host.example/v1 failed"
+
+
+def test_a_base_url_query_is_sent_with_every_request(tmp_path, server):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    args = teacher_args("generate", server, images, cache, "--families", "basics")
+    args[args.index("--base-url") + 1] = server.base_url + "?api-version=2024-06&api-key=s3cret"
+
+    assert main(args) == EXIT_OK
+    assert server.request_targets == ["/v1/chat/completions?api-version=2024-06&api-key=s3cret"]
+    assert server.authorizations == {FAKE_KEY}
+    assert b"s3cret" not in cache.read_bytes()
+
+
+def test_a_base_url_with_a_user_and_password_is_refused_before_anything_is_sent(tmp_path, server, capfd):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    args = teacher_args("generate", server, images, cache, "--families", "basics")
+    args[args.index("--base-url") + 1] = server.base_url.replace("http://", "http://labuser:pa55-w0rd@")
+
+    assert main(args) == EXIT_CONFIG
+    error = capfd.readouterr().err
+    assert f"--base-url {server.base_url} carries a user name and password" in error and "pa55-w0rd" not in error
+    assert server.request_targets == [] and not cache.exists()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -182,8 +182,8 @@ def _add_batch_commands(
 
 
 BATCH_BASE_URL_HELP = (
-    "the server the batches were submitted to, when its URL carries credentials (user:password@ or a token "
-    "parameter) that the batch folder does not store (default: the URL stored there)"
+    "the server the batches were submitted to, when its URL carries credentials (a token parameter) that the "
+    "batch folder does not store (default: the URL stored there)"
 )
 
 

@@ -62,9 +62,28 @@ def make_client(base_url: str, timeout_s: float = 180.0, *, allow_insecure_key: 
     else:
         check_key_transport(base_url, key_variable, allow_insecure_key)
         api_key = os.environ[key_variable]
+    endpoint, query = split_base_url(base_url)
     return openai.OpenAI(
-        api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=limited_http_client()
+        api_key=api_key,
+        base_url=endpoint,
+        default_query=query,
+        timeout=timeout_s,
+        max_retries=0,
+        http_client=limited_http_client(),
     )
+
+
+def split_base_url(base_url: str) -> tuple[str, dict[str, str]]:
+    """The server's URL without its query, and the query, which the client sends with every request (given
+    whole, the client would append its paths after the query). A user name and password are refused: the
+    HTTP client would send them as Basic auth in place of the API key."""
+    parts = urlsplit(base_url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"--base-url {public_url(base_url)} carries a user name and password (user:password@), which would "
+            f"replace the API key; remove them from the URL and export the server's key as ${SELF_HOSTED_KEY_VARIABLE}"
+        )
+    return urlunsplit(parts._replace(query="", fragment="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 def public_url(url: str) -> str:
