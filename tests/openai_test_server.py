@@ -13,6 +13,7 @@ test can prove that no completed answer was ever asked for twice.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email.parser
 import email.policy
@@ -45,9 +46,20 @@ CHAT_FAULTS = (
     "length",  # finish_reason "length" with cut-off content
     "trickle",  # a valid answer, status line and headers included, one byte every `trickle_s`
     "endless",  # HTTP 200 announcing a huge body and sending it as fast as the client reads
+    "leak_key",  # a valid answer that quotes the key the request was authorised with
 )
 ENDLESS_BODY_CEILING = 64 << 20  # the server gives up after this much, so a client without a size cap is not hung
 BATCH_LINE_FAULTS = ("error", "refusal", "schema_violation", "missing")
+# How a careless server may echo a key: as given, in capitals, base64 (alone or in a Basic credential),
+# url-encoded byte by byte, as hex.
+KEY_ECHOES = {
+    "verbatim": lambda key: key,
+    "upper": str.upper,
+    "base64": lambda key: base64.b64encode(key.encode()).decode(),
+    "basic": lambda key: base64.b64encode(f"user:{key}".encode()).decode(),
+    "url": lambda key: "".join(f"%{byte:02X}" for byte in key.encode()),
+    "hex": lambda key: key.encode().hex(),
+}
 
 
 def image_digest(data_url: str) -> str:
@@ -90,6 +102,7 @@ class OpenAITestServer:
         completion_tokens: int = 100,
         required_key: str | None = None,
         echo_key_in_errors: bool = False,
+        key_echoes: tuple[str, ...] = ("verbatim",),
         batch_polls_until_done: int = 2,
         report_usage: bool = True,
     ):
@@ -101,6 +114,7 @@ class OpenAITestServer:
         self.completion_tokens = completion_tokens
         self.required_key = required_key
         self.echo_key_in_errors = echo_key_in_errors
+        self.key_echoes = key_echoes  # names of KEY_ECHOES used by echo_key_in_errors
         self.batch_polls_until_done = batch_polls_until_done
         self.report_usage = report_usage  # False: replies without `usage`, as some self-hosted servers send
         self.drop_next_batch_create_response = False
@@ -218,6 +232,8 @@ class OpenAITestServer:
             content, refusal = None, "I'm sorry, I can't help with that."
         elif fault == "length":
             content, finish_reason = content[: len(content) // 3], "length"
+        elif fault == "leak_key":
+            content = json.dumps({**answers, fields[0]: f"Authorised with {self._echoed_keys()}."})
         completion = {
             "id": self._next_id("chatcmpl"),
             "object": "chat.completion",
@@ -243,9 +259,12 @@ class OpenAITestServer:
 
     def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> _Reply:
         if self.echo_key_in_errors:
-            message += f" (request authorised with {sorted(self.authorizations)})"
+            message += f" (request authorised with {self._echoed_keys()})"
         error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
         return self._json_reply(error, status=status, headers=headers)
+
+    def _echoed_keys(self) -> str:
+        return ", ".join(KEY_ECHOES[echo](key) for key in sorted(self.authorizations) for echo in self.key_echoes)
 
     @staticmethod
     def _json_reply(payload: dict, *, status: int = 200, headers: dict | None = None, delay_s: float = 0.0) -> _Reply:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openai_test_server import CHAT_FAULTS, OpenAITestServer, expected_answer, image_digest
+from openai_test_server import CHAT_FAULTS, KEY_ECHOES, OpenAITestServer, expected_answer, image_digest
 from PIL import Image
 
 from dataset_builder import teacher
@@ -45,7 +45,7 @@ from dataset_builder.teacher_cache import STATUS_OK, TeacherCache, image_content
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "sk-test-DISTINCTIVE-7f3a9c51e2"
 MODEL = "test-teacher"
-LIMIT_FAULTS = ("bad_request", "trickle", "endless")  # not retried, or checked by a test of their own
+LIMIT_FAULTS = ("bad_request", "trickle", "endless", "leak_key")  # not retried, or checked by tests of their own
 
 
 @pytest.fixture(autouse=True)
@@ -409,6 +409,25 @@ def test_the_key_is_not_sent_in_clear_text_to_another_machine(tmp_path, capfd):
     assert make_client("http://10.255.255.1:9/v1", allow_insecure_key=True).api_key == FAKE_KEY  # the opt-in
     assert make_client("https://llm.lab.example/v1").api_key == FAKE_KEY  # HTTPS: fine
     assert make_client("http://localhost:8000/v1").api_key == FAKE_KEY  # this machine: fine
+
+
+def test_an_encoded_key_is_redacted_and_an_answer_holding_the_key_is_not_stored(tmp_path, server, capfd):
+    images, cache = make_images(tmp_path / "images", per_category=1, categories=("Tips",)), tmp_path / "cache.jsonl"
+    args = teacher_args("generate", server, images, cache, "--families", "basics", "--max-attempts", "1")
+    server.echo_key_in_errors, server.key_echoes = True, tuple(KEY_ECHOES)
+
+    server.script("server_error")
+    assert main(args) == EXIT_FAILED
+    assert TeacherCache(cache).records()[-1].error.count("[OPENAI_API_KEY]") == len(KEY_ECHOES)
+    server.script("leak_key")
+    assert main(args) == EXIT_FAILED
+    assert "the answer contains the API key ($OPENAI_API_KEY)" in TeacherCache(cache).records()[-1].error
+
+    output = capfd.readouterr()
+    written = output.out + output.err + cache.read_text()
+    for name, echo in KEY_ECHOES.items():
+        assert echo(FAKE_KEY) not in written, f"the key, {name}, was printed or stored"
+    assert main(args) == EXIT_OK
 
 
 def test_a_self_hosted_server_gets_its_own_key_variable(tmp_path, server, monkeypatch, capfd):

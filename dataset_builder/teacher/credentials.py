@@ -10,11 +10,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import openai
 
+from .key_leaks import OPENAI_KEY_VARIABLE, SELF_HOSTED_KEY_VARIABLE, redact_keys
 from .limits import limited_http_client
 from .protocol import is_openai_url
 
-OPENAI_KEY_VARIABLE = "OPENAI_API_KEY"
-SELF_HOSTED_KEY_VARIABLE = "MVAEMA_TEACHER_API_KEY"  # a self-hosted server's key, so OpenAI's stays home
 KEY_PLACEHOLDER = "no-key-needed"  # self-hosted servers ignore the key, but the client insists on one
 # Query parameters that carry a credential (`?api-key=`, `?access_token=`, `?sig=`): dropped from stored URLs.
 _SECRET_QUERY_NAME = re.compile(r"key|token|secret|password|passwd|auth|sig|credential", re.IGNORECASE)
@@ -102,10 +101,6 @@ def public_url(url: str) -> str:
 
 
 def redact_api_key(text: str) -> str:
-    """Every message printed or stored passes here: servers sometimes echo the key in error bodies, and
-    connection errors quote the URL."""
-    for variable in (OPENAI_KEY_VARIABLE, SELF_HOSTED_KEY_VARIABLE):
-        key = os.environ.get(variable)
-        if key:
-            text = text.replace(key, f"[{variable}]")
-    return _URL_IN_TEXT.sub(lambda match: public_url(match.group(0)), text)
+    """Every message printed or stored passes here: servers sometimes echo the key in error bodies (encoded,
+    at times), and connection errors quote the URL."""
+    return _URL_IN_TEXT.sub(lambda match: public_url(match.group(0)), redact_keys(text))

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..images import open_micrograph
 from ..question_families import ANSWER_INSTRUCTIONS, QuestionFamily, TeacherGenerationSettings, question_prompt
+from .key_leaks import leaked_key_variable
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4.1"
@@ -255,6 +256,8 @@ def parse_reply(payload: object, family: QuestionFamily) -> TeacherReply:
         raise InvalidReply(f"the teacher refused: {choice.message.refusal}", usage)
     if not (choice.message.content or "").strip():
         raise InvalidReply("the reply has no content", usage)
+    if variable := leaked_key_variable(choice.message.content):
+        raise InvalidReply(f"the answer contains the API key (${variable}), so it was not stored", usage)
     try:
         answers = answer_model(family).model_validate_json(choice.message.content)
     except ValidationError as error:
