@@ -65,7 +65,10 @@ def score(rows, facts_of) -> dict:
 
 def test_facts_are_kept_for_every_image_and_join_the_answers_by_image_id(corpus):
     facts = load_synthetic_facts(corpus.cache_path.parent)
-    images = {image_content_id(path): path.relative_to(corpus.image_root).as_posix() for path in corpus.image_root.rglob("*.jpg")}
+    images = {
+        image_content_id(path): path.relative_to(corpus.image_root).as_posix()
+        for path in corpus.image_root.rglob("*.jpg")
+    }
     assert corpus.facts_path == corpus.cache_path.parent / FACTS_FILE_NAME
     assert len(facts) == len(images) == PER_CATEGORY * len(SEM_CATEGORIES)
     assert {image_id: entry["image_path"] for image_id, entry in facts.items()} == images
@@ -154,11 +157,15 @@ def test_every_phrasing_of_a_named_value_reads_back_as_that_value(field, family,
 
 
 def test_every_detector_reads_back_from_the_technique_answer():
-    scene = next(scene for seed in range(20) if (scene := draw_micrograph("Tips", np.random.default_rng(seed))[1]).data_bar)
+    scene = next(
+        scene for seed in range(20) if (scene := draw_micrograph("Tips", np.random.default_rng(seed))[1]).data_bar
+    )
     for detector in DETECTOR_CUES:
         changed = dataclasses.replace(scene, data_bar=dataclasses.replace(scene.data_bar, detector=detector))
         for seed in range(8):
-            answer = answer_family(changed, FAMILIES_BY_KEY["image_technique_and_modifications"], np.random.default_rng(seed))[0]
+            answer = answer_family(
+                changed, FAMILIES_BY_KEY["image_technique_and_modifications"], np.random.default_rng(seed)
+            )[0]
             assert first_named(answer, DETECTOR_CUES) == detector, answer
 
 
@@ -185,7 +192,9 @@ def test_sizes_count_within_a_factor_1_5_and_counts_within_25_percent():
     assert not extent_is_true(("nm", 151.0, 151.0), [100.0, 100.0], facts)
     assert extent_is_true(("nm", 20.0, 67.0), [100.0, 120.0], facts)  # a range overlapping within the factor
     assert not extent_is_true(("nm", 20.0, 66.0), [100.0, 120.0], facts)
-    assert extent_is_true(("%", 10.0, 10.0), [100.0, 100.0], facts) and not extent_is_true(("%", 16.0, 16.0), [100.0], facts)
+    assert extent_is_true(("%", 10.0, 10.0), [100.0, 100.0], facts) and not extent_is_true(
+        ("%", 16.0, 16.0), [100.0], facts
+    )
     assert not extent_is_true(("nm", 100.0, 100.0), None, facts)  # a length of a structure that has none
     assert count_is_true(125, 100) and count_is_true(75, 100) and not count_is_true(126, 100)
     assert not count_is_true(5, None)
@@ -193,15 +202,20 @@ def test_sizes_count_within_a_factor_1_5_and_counts_within_25_percent():
 
 def test_an_unknown_question_is_an_error(corpus):
     with pytest.raises(ValueError, match="not a sub-question"):
-        GroundedFacts().compute(predictions=["Yes."], references=[any_facts(corpus)], families=["basics"], questions=["Why?"])
+        GroundedFacts().compute(
+            predictions=["Yes."], references=[any_facts(corpus)], families=["basics"], questions=["Why?"]
+        )
 
 
 def test_the_module_loads_with_evaluate_load(corpus, teacher_rows, tmp_path):
     metric = evaluate.load(str(Path(__file__).parents[1] / "metrics" / "grounded_facts"), cache_dir=str(tmp_path))
     facts = load_synthetic_facts(corpus.cache_path.parent)
-    assert metric.compute(
-        predictions=[teacher_rows[0][0]],
-        references=[facts[teacher_rows[0][1]]],
-        families=[teacher_rows[0][3]],
-        questions=[teacher_rows[0][4]],
-    )["accuracy"] == 1.0
+    assert (
+        metric.compute(
+            predictions=[teacher_rows[0][0]],
+            references=[facts[teacher_rows[0][1]]],
+            families=[teacher_rows[0][3]],
+            questions=[teacher_rows[0][4]],
+        )["accuracy"]
+        == 1.0
+    )

@@ -56,4 +56,3 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stdout,
     )
     return 0
-

@@ -144,15 +144,23 @@ def _validate(per_category: int, seed: int, workers: int, categories: Sequence[s
 
 
 def _write_redrawn_facts(mapped, jobs: list[_ImageJob], image_root: Path, facts_path: Path, progress: bool) -> None:
-    redrawn = list(tqdm(mapped(partial(_redrawn_facts, image_root=image_root), jobs), total=len(jobs), unit="facts",
-                        disable=not progress or not jobs))
+    redrawn = list(
+        tqdm(
+            mapped(partial(_redrawn_facts, image_root=image_root), jobs),
+            total=len(jobs),
+            unit="facts",
+            disable=not progress or not jobs,
+        )
+    )
     append_facts(facts_path, [facts for facts in redrawn if facts is not None])
-    mismatched = [job.image_path for job, facts in zip(jobs, redrawn) if facts is None]
+    mismatched = [job.image_path for job, facts in zip(jobs, redrawn, strict=True) if facts is None]
     if mismatched:
         logger.warning(
             "No facts for %d image(s) of %s, e.g. %s: drawn again from the seed they differ from the files on disk "
             "(another generator version or JPEG quality), so their scenes are unknown.",
-            len(mismatched), image_root, ", ".join(mismatched[:3]),
+            len(mismatched),
+            image_root,
+            ", ".join(mismatched[:3]),
         )
 
 

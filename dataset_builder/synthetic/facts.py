@@ -87,4 +87,3 @@ def append_facts(path: Path, entries: Iterable[dict]) -> None:
         handle.write(payload.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
-

@@ -70,13 +70,13 @@ Examples:
     ...     families=[row["family"] for row in rows],
     ...     questions=[row["question"] for row in rows],
     ... )
-    >>> results["accuracy"], results["families"]["size_and_distribution"]["per_fact"]["count"]
-    (0.41, {'stated': 180, 'correct': 74, 'accuracy': 0.41})
+    >>> sorted(results["families"]["size_and_distribution"]["per_fact"]["count"])
+    ['accuracy', 'correct', 'stated']
 """
 
 SIZE_FACTOR = 1.5
 COUNT_TOLERANCE = 0.25
-NM_PER_UNIT = {"nm": 1.0, "µm": 1e3, "μm": 1e3, "um": 1e3, "mm": 1e6}
+NM_PER_UNIT = {"nm": 1.0, "µm": 1e3, "um": 1e3, "mm": 1e6}
 NUMBER = r"\d+(?:\.\d+)?"
 UNIT = r"(?:nm|µm|μm|um|mm)"
 LENGTH = rf"{NUMBER}\s*{UNIT}"
@@ -97,7 +97,9 @@ MAGNIFICATION = re.compile(
     r"|(?<![\w.,])(?P<before>\d[\d,]*(?:\.\d+)?)\s?(?P<kilo>k)?[x×](?!\w)",
     re.IGNORECASE,
 )
-SCALE_BAR = re.compile(rf"scale bar(?: reads| of|:)?\s+(?P<after>{LENGTH})|(?P<before>{LENGTH})\s+scale bar", re.IGNORECASE)
+SCALE_BAR = re.compile(
+    rf"scale bar(?: reads| of|:)?\s+(?P<after>{LENGTH})|(?P<before>{LENGTH})\s+scale bar", re.IGNORECASE
+)
 # How the grounded teacher says that an image has no data bar (answers.py: scale, size, labels, technique).
 NO_DATA_BAR = re.compile(
     r"\bno (?:scale|data) bar\b|\bno labels(?:,| or) markers\b|\bsettings are not shown\b|\bno settings are shown\b",
@@ -119,7 +121,9 @@ def phrase_cue(phrase: str) -> str:
 
 
 # Words that name each value in the grounded teacher's answers (answers.py) and in plain usage.
-CATEGORY_CUES = cues({readable_category(category): phrase_cue(readable_category(category)) for category in SEM_CATEGORIES})
+CATEGORY_CUES = cues(
+    {readable_category(category): phrase_cue(readable_category(category)) for category in SEM_CATEGORIES}
+)
 DISTRIBUTION_CUES = cues(
     {
         "evenly spaced": r"\bevenly spaced\b",
@@ -142,7 +146,10 @@ CONTACT_CUES = cues(
     }
 )
 BOUNDARY_CUES = cues(
-    {"sharp": r"\bsharp\b|\bwell defined\b|\bclearly distinguishable\b", "soft": r"\bsoft\b|\bpoorly defined\b|\bblend\b"}
+    {
+        "sharp": r"\bsharp\b|\bwell defined\b|\bclearly distinguishable\b",
+        "soft": r"\bsoft\b|\bpoorly defined\b|\bblend\b",
+    }
 )
 DETECTOR_CUES = cues(
     {
@@ -166,9 +173,14 @@ def number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+def nm_per(unit: str) -> float:
+    # The micro sign (U+00B5) and the Greek mu (U+03BC) both write micrometres.
+    return NM_PER_UNIT[unit.lower().replace("μ", "µ")]
+
+
 def length_nm(text: str) -> float:
     value, unit = re.fullmatch(rf"({NUMBER})\s*({UNIT})", text, re.IGNORECASE).groups()
-    return float(value) * NM_PER_UNIT[unit.lower().replace("μ", "µ")]
+    return float(value) * nm_per(unit)
 
 
 # ----------------------------------------------------------------------------------------- what answers state
@@ -202,10 +214,8 @@ def clause_extent(clause: str) -> tuple[str, float, float] | None:
     match = min(matches, key=lambda found: found.start())
     if match.re is WIDTH_SHARE_EXTENT:
         return "%", float(match["low"]), float(match["high"] or match["low"])
-    high = float(match["high"] or match["low"]) * NM_PER_UNIT[match["unit"].lower().replace("μ", "µ")]
-    low_unit = match["low_unit"] or match["unit"]
-    low = float(match["low"]) * NM_PER_UNIT[low_unit.lower().replace("μ", "µ")]
-    return "nm", low, high
+    low = float(match["low"]) * nm_per(match["low_unit"] or match["unit"])
+    return "nm", low, float(match["high"] or match["low"]) * nm_per(match["unit"])
 
 
 def stated_count(answer: str) -> int | None:
@@ -314,7 +324,7 @@ LEFT_OUT: dict[str, str] = {
     "surface_characteristics": "surface textures and imperfections are free descriptions without a checkable value",
     "external_environment": "surroundings and other objects are free descriptions without a checkable value",
     "functional_features": "functional regions are free descriptions; 'static' is the same for every image",
-    "context_and_application": "applications restate the sub-type in free words; 'experimental' is the same for every image",
+    "context_and_application": "applications restate the sub-type in free words; 'experimental' holds for every image",
 }
 
 FACT_FEATURES = {
@@ -350,7 +360,9 @@ def judged_facts(answer: str, facts: dict, checked: tuple[str, ...]) -> dict[str
 
 def sub_question_index(family: str, question: str) -> int:
     if family not in FAMILIES_BY_KEY:
-        raise ValueError(f"metrics/grounded_facts: unknown question family {family!r}; known: {', '.join(FAMILIES_BY_KEY)}")
+        raise ValueError(
+            f"metrics/grounded_facts: unknown question family {family!r}; known: {', '.join(FAMILIES_BY_KEY)}"
+        )
     questions = FAMILIES_BY_KEY[family].questions
     if question not in questions:
         raise ValueError(f"metrics/grounded_facts: {question!r} is not a sub-question of family {family!r}")
@@ -393,13 +405,16 @@ class GroundedFacts(evaluate.Metric):
                 f"{len(questions)} questions; pass one of each per answer."
             )
         totals, by_family, by_fact = Counter(), {}, {}
-        for answer, facts, family, question in zip(predictions, references, families, questions):
+        for answer, facts, family, question in zip(predictions, references, families, questions, strict=True):
             checked = CHECKED_FACTS.get((family, sub_question_index(family, question)))
             if checked is None:
                 continue
             verdicts = judged_facts(answer, facts, checked)
             answer_tally = Counter(
-                answers=1, answers_stating_facts=int(bool(verdicts)), stated=len(verdicts), correct=sum(verdicts.values())
+                answers=1,
+                answers_stating_facts=int(bool(verdicts)),
+                stated=len(verdicts),
+                correct=sum(verdicts.values()),
             )
             for name, verdict in verdicts.items():
                 by_fact.setdefault(family, {}).setdefault(name, Counter()).update(stated=1, correct=int(verdict))
@@ -417,6 +432,10 @@ class GroundedFacts(evaluate.Metric):
 
 def per_fact(tallies: dict[str, Counter]) -> dict[str, dict]:
     return {
-        name: {"stated": tally["stated"], "correct": tally["correct"], "accuracy": share(tally["correct"], tally["stated"])}
+        name: {
+            "stated": tally["stated"],
+            "correct": tally["correct"],
+            "accuracy": share(tally["correct"], tally["stated"]),
+        }
         for name, tally in tallies.items()
     }
