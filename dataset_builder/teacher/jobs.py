@@ -143,5 +143,7 @@ def pending_jobs(
 def completed_keys(cache: TeacherCache) -> set[TeacherKey]:
     records, read_report = cache.read()
     for line_number, problem in read_report.bad_lines:
-        logger.warning("%s line %d ignored (cut off by a crash, or not a teacher record): %s", cache.path, line_number, problem)
+        logger.warning(
+            "%s line %d ignored (cut off by a crash, or not a teacher record): %s", cache.path, line_number, problem
+        )
     return {record.key for record in records if record.status == STATUS_OK}
