@@ -4,24 +4,41 @@ Labs hand us JPEG, PNG and TIFF in every flavour (palette, 16-bit greyscale, RGB
 3072x2304, and folders that also hold zero-byte files, truncated downloads, text files named `.jpg`
 and, now and then, a decompression bomb. `open_micrograph` turns each of those into either an RGB
 image or a `BadImageError` that says which file and why; callers collect the errors into a report.
+
+A small file can hold a large image (a 9000x9000 16-bit PNG compresses to 200 KB), so decoding costs what the image
+needs, not what it could: a JPEG is decoded at a reduced scale, any other image is box-reduced as soon as it is
+decoded, to no less than `max_side` pixels on its longer side (the model reads 224, the teacher is sent 1024 by
+default); an image whose decoded pixels alone would exceed `max_bytes` is refused before decoding; and 16/32-bit
+and float pixels are stretched in float32, one band of rows at a time, over the range of their finite values.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # The processor's conversion: the model files stand alone on the Hub, so the package imports theirs.
-from modeling_mvaema.processing_mvaema import to_rgb
+from modeling_mvaema.processing_mvaema import HIGH_BIT_DEPTH_MODES, to_rgb
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 
 # 3072x2304 (the largest SEM-dataset images) is 7.1 Mpx; anything beyond ~16x that is refused as a bomb.
 MAX_IMAGE_PIXELS = 120_000_000
+# Images are reduced while decoded to no less than this longer side: twice the teacher's default, far above the
+# model's 224 px, and above every SEM-dataset image, which are decoded whole.
+DECODE_MAX_SIDE = 2048
+# The decoded pixels of one image at most: a 9000x9000 16-bit micrograph (155 MiB) fits, 9000x9000 RGBA does not.
+MAX_DECODED_BYTES = 256 * 2**20
+# Output rows stretched at a time: bounds the float32 copy of a band, whatever the image's size.
+ROWS_PER_BAND = 64
 
 
 class BadImageError(ValueError):
@@ -123,8 +140,14 @@ def visible_files(folder: Path, visited: set[str] | None = None) -> list[Path]:
     return files
 
 
-def open_micrograph(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Fully decode `path` into an RGB image, or raise `BadImageError` naming the file and the problem."""
+def open_micrograph(
+    path: str | os.PathLike,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int = DECODE_MAX_SIDE,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> Image.Image:
+    """Decode `path` into an RGB image, reduced by a whole factor while its longer side stays at least `max_side`,
+    or raise `BadImageError` naming the file and the problem."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -141,8 +164,12 @@ def open_micrograph(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS)
                     raise BadImageError(
                         path, f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel limit (decompression bomb?)"
                     )
+                factor = reduction_factor(image.size, max_side)
+                if factor > 1:  # JPEG decodes at 1/2, 1/4 or 1/8 scale directly; other formats ignore this
+                    image.draft(image.mode, (width // factor, height // factor))
+                check_decoded_bytes(path, image, max_bytes)
                 image.load()
-                return to_rgb(image)
+                return decoded_to_rgb(path, image, reduction_factor(image.size, max_side))
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -151,3 +178,64 @@ def open_micrograph(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS)
         raise BadImageError(path, "not an image PIL can identify (wrong extension or corrupt header)") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(path, f"corrupt or truncated image ({error})") from error
+
+
+def reduction_factor(size: tuple[int, int], max_side: int) -> int:
+    """The largest whole factor that keeps the longer side at least `max_side` (and the shorter one a pixel)."""
+    return max(1, min(max(size) // max_side, min(size)))
+
+
+def check_decoded_bytes(path: Path, image: Image.Image, max_bytes: int) -> None:
+    """Refuse, from its header, an image whose decoded pixels would take more than `max_bytes`."""
+    # PIL keeps 1 byte a pixel for modes 1, L and P, 2 for 16-bit greyscale, 4 for all others (3 bands padded to 4).
+    per_pixel = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
+    needed = image.width * image.height * per_pixel
+    if needed > max_bytes:
+        raise BadImageError(path, f"{image.width}x{image.height} {image.mode} pixels: decoding needs "
+                                  f"{needed / 2**20:,.0f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit per image")
+
+
+def decoded_to_rgb(path: Path, image: Image.Image, factor: int) -> Image.Image:
+    """The decoded `image`, reduced by `factor` (the last rows and columns that do not fill a box are left out), as
+    8-bit RGB."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        return to_rgb(stretched_to_8_bit(path, image, factor))
+    if factor == 1:
+        return to_rgb(image)
+    whole_boxes = (0, 0, image.width // factor * factor, image.height // factor * factor)
+    if image.mode in ("1", "P", "PA"):  # bits and palette indexes cannot be averaged: keep one pixel per box
+        size = (image.width // factor, image.height // factor)
+        return to_rgb(image.resize(size, Image.Resampling.NEAREST, whole_boxes))
+    return to_rgb(image.reduce(factor, whole_boxes))
+
+
+def stretched_to_8_bit(path: Path, image: Image.Image, factor: int) -> Image.Image:
+    """A 16/32-bit or float greyscale image as 8-bit greyscale, stretched over its own finite range (scaling by the
+    type's maximum would turn a 12-bit detector's image nearly black; one NaN would make the range NaN). Pixels that
+    are NaN or infinite are shown black and the file is named in a warning."""
+    values = box_reduced_float32(image, factor)
+    finite = np.isfinite(values)
+    if not finite.all():
+        logger.warning("%s: NaN or infinite pixels (no measured value) are shown black; the others are stretched "
+                       "over their own range", path)
+        values[~finite] = values[finite].min() if finite.any() else 0.0
+    low, high = float(values.min()), float(values.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    stretched = np.empty(values.shape, dtype=np.uint8)
+    for first in range(0, len(values), ROWS_PER_BAND):
+        # In float64 as `to_rgb` stretches, a band at a time: an image it decodes whole gives the same pixels.
+        band = values[first : first + ROWS_PER_BAND].astype(np.float64)
+        stretched[first : first + ROWS_PER_BAND] = ((band - low) * scale).astype(np.uint8)
+    return Image.fromarray(stretched)
+
+
+def box_reduced_float32(image: Image.Image, factor: int) -> np.ndarray:
+    """One-band `image` as float32, each `factor` x `factor` box averaged, converted a band of rows at a time so that
+    no full-size float copy exists (PIL cannot reduce 16-bit images itself)."""
+    columns, rows = image.width // factor, image.height // factor
+    reduced = np.empty((rows, columns), dtype=np.float32)
+    for first in range(0, rows, ROWS_PER_BAND):
+        last = min(first + ROWS_PER_BAND, rows)
+        band = np.asarray(image.crop((0, first * factor, columns * factor, last * factor)), dtype=np.float32)
+        reduced[first:last] = band.reshape(last - first, factor, columns, factor).mean(axis=(1, 3))
+    return reduced
