@@ -45,15 +45,18 @@ def load_model_and_processor(source: ModelSource):
     """
     check_source(source)
     location = str(Path(source.name_or_path).expanduser()) if source.is_local else source.name_or_path
-    if source.trust_remote_code:
-        options = {"trust_remote_code": True, "revision": source.revision}
-        model = AutoModel.from_pretrained(location, **options)
-        processor = AutoProcessor.from_pretrained(location, **options)
-    else:
-        # An explicit False keeps transformers from asking on the terminal whether to run the shipped code.
-        options = {"trust_remote_code": False, "revision": source.revision}
-        model = MVaEMaForQuestionAnswering.from_pretrained(location, **options)
-        processor = MVaEMaProcessor.from_pretrained(location, **options)
+    try:
+        if source.trust_remote_code:
+            options = {"trust_remote_code": True, "revision": source.revision}
+            model = AutoModel.from_pretrained(location, use_safetensors=True, **options)
+            processor = AutoProcessor.from_pretrained(location, **options)
+        else:
+            # An explicit False keeps transformers from asking on the terminal whether to run the shipped code.
+            options = {"trust_remote_code": False, "revision": source.revision}
+            model = MVaEMaForQuestionAnswering.from_pretrained(location, **options)
+            processor = MVaEMaProcessor.from_pretrained(location, **options)
+    except (OSError, ValueError) as error:  # a refused file (pickle weights, absurd settings) names itself
+        raise ModelLoadError(str(error)) from None
     return model.eval(), processor
 
 

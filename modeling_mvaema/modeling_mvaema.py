@@ -40,6 +40,7 @@ from .losses_mvaema import (
     pairs_per_key,
     token_sequence_keys,
 )
+from .safe_loading_mvaema import checked_loading_options
 
 # `register_for_auto_class` records one auto class per model class; these are added to the saved auto_map by hand.
 QUESTION_ANSWERING_AUTO_CLASSES = ("AutoModelForVisualQuestionAnswering", "AutoModelForImageTextToText")
@@ -141,6 +142,12 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     _no_split_modules = ["MVaEMaVisionLayer", "MVaEMaTextLayer"]
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        # Weights from model.safetensors only, sizes and generation settings bounded (safe_loading_mvaema).
+        kwargs = checked_loading_options(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module: nn.Module):
         """transformers' defaults at `text_config.initializer_range`; the vision tower's weights and the ITC image
