@@ -2,49 +2,27 @@
 finite pixels only (issue 24, defects 3 and 4)."""
 
 import logging
-import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from image_fixtures import PROC_STATUS, large_sixteen_bit_png, peak_mib_added_by
 from PIL import Image
 
 from dataset_builder.images import DECODE_MAX_SIDE, BadImageError, open_micrograph
 
-PROC_STATUS = Path("/proc/self/status")
-
-
-def resident_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (the peak) of this process, in MiB."""
-    return int(re.search(rf"{field}:\s+(\d+) kB", PROC_STATUS.read_text()).group(1)) / 1024
-
-
-def peak_mib_added_by(action) -> float:
-    """How far `action()` raised this process's peak resident memory above what it held before: Linux resets the
-    peak to the current size on writing 5 to /proc/self/clear_refs."""
-    Path("/proc/self/clear_refs").write_text("5")
-    before = resident_mib("VmRSS")
-    action()
-    return resident_mib("VmHWM") - before
-
 
 @pytest.fixture(scope="module")
-def large_sixteen_bit_png(tmp_path_factory) -> Path:
-    """9000 x 9000 px of 16-bit greyscale, under the pixel limit, in a PNG of about 200 KB."""
-    pixels = np.full((9000, 9000), 1000, dtype=np.uint16)
-    pixels[::7, ::5] = 4000
-    pixels[4000:4100] = 60000
-    path = tmp_path_factory.mktemp("large") / "deep.png"
-    Image.fromarray(pixels).save(path, compress_level=1)
-    return path
+def large_png(tmp_path_factory) -> Path:
+    return large_sixteen_bit_png(tmp_path_factory.mktemp("large") / "deep.png")
 
 
 @pytest.mark.skipif(not PROC_STATUS.exists(), reason="peak memory is read from Linux's /proc/self")
-def test_a_large_sixteen_bit_png_opens_reduced_in_a_few_hundred_megabytes(large_sixteen_bit_png):
+def test_a_large_sixteen_bit_png_opens_reduced_in_a_few_hundred_megabytes(large_png):
     opened = []
-    added = peak_mib_added_by(lambda: opened.append(open_micrograph(large_sixteen_bit_png)))
+    added = peak_mib_added_by(lambda: opened.append(open_micrograph(large_png)))
     assert added < 300  # the 16-bit pixels alone are 155 MiB; stretching them whole in float64 took 1.3 GiB more
     reduction = 9000 // DECODE_MAX_SIDE
     assert opened[0].size == (9000 // reduction,) * 2 and opened[0].mode == "RGB"

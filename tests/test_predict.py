@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from image_fixtures import PROC_STATUS, large_sixteen_bit_png, peak_mib_added_by
 from inference_fixtures import (
     CATEGORIES,
     SHIPPED_CODE_MARKER,
@@ -354,3 +355,15 @@ def test_the_package_own_files_beside_the_categories_keep_the_category_layout(sa
     layout = {row["path"]: row["category_folder"] for row in read_rows(first)}
     assert {row["path"]: row["category_folder"] for row in read_rows(second)} == layout
     assert layout["Nanowires/session_2/c.tif"] == "Nanowires"
+
+
+@pytest.mark.skipif(not PROC_STATUS.exists(), reason="peak memory is read from Linux's /proc/self")
+def test_a_batch_of_large_sixteen_bit_pngs_is_predicted_in_a_few_hundred_megabytes(saved_model, tmp_path, capsys):
+    """Small files that decode large: two copies of a 200 KB, 9000 x 9000 px PNG in one batch."""
+    (tmp_path / "images").mkdir()
+    large_sixteen_bit_png(tmp_path / "images" / "a.png")
+    shutil.copy(tmp_path / "images" / "a.png", tmp_path / "images" / "b.png")
+    argv = folder_argv(saved_model, tmp_path / "images", tmp_path / "predictions.jsonl") + ["--batch-size", "2"]
+    added = peak_mib_added_by(lambda: main(argv))
+    assert "2 images predicted, 0 bad files" in capsys.readouterr().err
+    assert added < 400  # decoded whole in float64 and kept at full size, they took gigabytes
