@@ -57,7 +57,8 @@ class ScriptArguments:
     groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 4 for the built-in synthetic corpus, with one question per group)."})
     ask_category_every_epoch: bool = field(default=True, metadata={"help": "Every epoch asks each training image its category question (the question classification and caption following rest on), in its first question group; otherwise it is drawn like any other, about once every 22 / (questions_per_image x groups_per_image) epochs."})
     augment: bool = field(default=True, metadata={"help": "Train-time augmentation of micrographs: crops across scales, flips, quarter turns, brightness, contrast, noise (MVaEMa, the peer and the baselines; never at evaluation)."})
-    caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption (never the category question's: see docs/training.md)."})
+    caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption (the category question's: --category_caption_drop_rate)."})
+    category_caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of the category question's training prompts without the caption: with it the answer must repeat the caption's category, without it name the category from the pixels (see docs/training.md)."})
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: what `accelerate config` or `accelerate launch --mixed_precision` set, else no)."})
     max_nonfinite_steps: int = field(default=10, metadata={"help": "Training steps with a NaN or infinite loss that are skipped before the run stops."})
@@ -111,8 +112,9 @@ class ScriptArguments:
             raise ArgumentError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
         if self.max_nonfinite_steps < 0:
             raise ArgumentError(f"--max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
-        if not 0.0 <= self.caption_drop_rate <= 1.0:
-            raise ArgumentError(f"--caption_drop_rate is a share of prompts, between 0 and 1; got {self.caption_drop_rate}")
+        for name in ("caption_drop_rate", "category_caption_drop_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ArgumentError(f"--{name} is a share of prompts, between 0 and 1; got {getattr(self, name)}")
         if not 0 <= self.fold < self.num_folds:
             raise ArgumentError(f"--fold {self.fold} is outside 0..{self.num_folds - 1}")
 

@@ -310,11 +310,11 @@ class QACollator:
     """Indices -> model inputs. Each image appears once in `pixel_values`; `image_index` maps pairs to it.
 
     With `caption_drop_rate` > 0 the caption is removed from that share of prompts (decided per pair and
-    epoch from the seed), so the model also answers and classifies without being told the category. The category
-    question always keeps its caption: asked with it (the paper's VQA protocol), the answer must name the category
-    the caption states, and trained without the caption half the time the model learns to answer it from the pixels
-    instead (synthetic corpus, fold 0 of 5, 15 epochs: 80 % of answers named the captioned category; with the
-    caption always kept, 100 %).
+    epoch from the seed), so the model also answers without being told the category; the category question loses its
+    caption at its own rate, `category_caption_drop_rate`. That question must be learnt both ways: with the caption
+    its answer must name the category the caption states (the paper's VQA protocol), without it the decoder must name
+    the category from the pixels. Kept on every category prompt, the caption taught the decoder to copy it and never
+    to look: without a caption the answer was the same for every micrograph (docs/training.md).
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
@@ -323,13 +323,17 @@ class QACollator:
     """
 
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
-                 caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None):
+                 caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None,
+                 category_caption_drop_rate: float | None = None):
         if captions not in ("always", "never", "drop"):
             raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
         self.table = table
         self.pixel_store = pixel_store
         self.captions = captions
         self.caption_drop_rate = caption_drop_rate
+        self.category_caption_drop_rate = (
+            caption_drop_rate if category_caption_drop_rate is None else category_caption_drop_rate
+        )
         self.seed = seed
         self.augmentation = augmentation
         self.set_epoch(0)
@@ -342,9 +346,10 @@ class QACollator:
         if self.captions != "drop":
             return torch.full((len(indices),), self.captions == "always")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        kept = torch.rand(len(self.table), generator=generator) >= self.caption_drop_rate
+        drop_rate = torch.full((len(self.table),), self.caption_drop_rate)
         if self.table.asks_category is not None:
-            kept |= self.table.asks_category
+            drop_rate[self.table.asks_category] = self.category_caption_drop_rate
+        kept = torch.rand(len(self.table), generator=generator) >= drop_rate
         return kept[indices]
 
     def __call__(self, batch_indices: Sequence[int]) -> dict[str, torch.Tensor]:

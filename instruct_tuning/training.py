@@ -112,10 +112,12 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
                          f"{args.batch_size}; lower --batch_size or add data")
     augmentation = MicrographAugmentation(data.pixel_store.image_size) if args.augment else None
     collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
-                          seed=args.seed + fold, augmentation=augmentation)
+                          category_caption_drop_rate=args.category_caption_drop_rate, seed=args.seed + fold,
+                          augmentation=augmentation)
     validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
                                                   seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
-    validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate, seed=0)
+    validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
+                                     category_caption_drop_rate=args.category_caption_drop_rate, seed=0)
     return (index_loader(data.train, sampler, collator), collator,
             index_loader(data.validation, validation_sampler, validation_collator))
 

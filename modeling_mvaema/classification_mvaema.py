@@ -152,11 +152,12 @@ class MVaEMaClassificationMixin:
         question_mask = self.mvaema.text_attention_mask(question_ids, question_mask, "question_input_ids")
         question_ids, question_mask = question_ids.expand(num_images, -1), question_mask.expand(num_images, -1)
         question_states = self.mvaema.grounded_text_states(image_embeds, None, question_ids, question_mask)
+        memory_states, memory_mask = self.mvaema.answer_memory(question_states, question_mask, image_embeds, None)
         is_target = label_mask[:, 1:].bool() & label_ids[:, 1:].ne(self.config.sep_token_id)
         targets = label_ids[:, 1:].masked_fill(~is_target, -100)
         image_rows = torch.arange(num_images, device=label_ids.device).repeat_interleave(num_labels)
         pairs = torch.arange(num_labels, device=label_ids.device).repeat(num_images)
-        memory = TextMemory(question_states, mask=padding_mask(question_mask[image_rows]), index=image_rows)
+        memory = TextMemory(memory_states, mask=padding_mask(memory_mask[image_rows]), index=image_rows)
         decoder_ids = self.prepare_decoder_input_ids_from_labels(targets)[pairs]
         log_probs = self.lm_head(self.mvaema.text_model(decoder_ids, None, memory, is_causal=True)).log_softmax(dim=-1)
         is_target, targets = is_target[pairs], targets[pairs]

@@ -25,6 +25,8 @@ PAPER_ABLATION_NAMES = {
     "no_csa": "w/o CSA",
 }
 ITM_NEGATIVE_MODES = ("sample", "hardest", "uniform")
+# What the answer decoder's cross-attention reads (`MVaEMaConfig.decoder_memory`).
+DECODER_MEMORIES = ("image_and_question", "question")
 # Config field -> token text, in the order `train_wordpiece_tokenizer` creates them (so the default ids match).
 SPECIAL_TOKENS = {
     "pad_token_id": "[PAD]",
@@ -179,6 +181,14 @@ class MVaEMaConfig(PreTrainedConfig):
             hold 48 micrographs, and ITM on every one of them would cost more than the rest of the step: 16 positives
             (48 grounded sequences with their negatives) keep ITM at about the cost it has with four questions per
             micrograph, while ITC still contrasts every micrograph of the batch.
+        decoder_memory (`str`, defaults to `"image_and_question"`): what the answer decoder's cross-attention (the
+            grounded encoder's, shared) reads. `"image_and_question"`: the image patch states (as the grounded encoder
+            reads them) followed by the fused question states, so every answer token is predicted from the image and
+            the question, P(w_i | w_<i, I, q) in the paper's words. `"question"`: the fused question states only
+            (BLIP's VQA decoder): the image reaches the answer only through the question tokens, and measured on the
+            built-in corpus the answers then hardly depend on the image (docs/results.md, the blank-image control).
+            The paper's text has the decoder read the image through the encoder's cross-attention; reading the image
+            patches alone would leave it without the question, so both are read.
         contrastive_max_length (`int`, defaults to 48): ITC and ITM read a pair's text "[CLS] caption question [SEP]
             answer" up to this many tokens (the grounded encoder's copy starts with [ENC]). 48 holds the caption, the
             question and the answer's first sentence (which names what is specific to the image); the ITM pass runs
@@ -227,6 +237,7 @@ class MVaEMaConfig(PreTrainedConfig):
     itm_pairs_per_image: int = 1
     itm_pairs_per_batch: int = 16
     contrastive_max_length: int = 48
+    decoder_memory: str = "image_and_question"
     use_itc: bool = True
     use_itm: bool = True
     use_self_attention: bool = True
@@ -314,6 +325,10 @@ class MVaEMaConfig(PreTrainedConfig):
                 f"{self.projection_dim} and {self.contrastive_max_length}."
             )
 
+    def validate_decoder_memory(self):
+        if self.decoder_memory not in DECODER_MEMORIES:
+            raise ValueError(f"decoder_memory={self.decoder_memory!r}; use one of {DECODER_MEMORIES}.")
+
     def validate_ablation_switches(self):
         if not self.use_cross_attention and not self.use_self_attention:
             raise ValueError(
@@ -344,6 +359,7 @@ MVaEMaConfig.register_for_auto_class()
 
 __all__ = [
     "ABLATIONS",
+    "DECODER_MEMORIES",
     "PAPER_ABLATION_NAMES",
     "SPECIAL_TOKENS",
     "MVaEMaConfig",

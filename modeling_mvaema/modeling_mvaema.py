@@ -7,7 +7,7 @@ Layout (the paper's Figure 1, BLIP's VQA design):
     question [B, Lq] (+caption) -> grounded encoder (text stack, [ENC] at position 0, cross-attends to the image of
         each pair, chosen by `image_index`) -> fused question states [B, Lq, H]
     answer -> decoder (same text stack: causal self-attention + the same cross-attention and feed-forward weights,
-        attending to the fused question states) -> logits [B, La, V]
+        attending to the image patches and the fused question states, `config.decoder_memory`) -> logits [B, La, V]
 
 The layers live in `layers_mvaema.py`, the objectives in `losses_mvaema.py`. Here: `MVaEMaModel`, the shared
 encoders with BLIP's `get_image_features` / `get_text_features` (on its own, the zero-shot image classifier), and
@@ -58,11 +58,16 @@ class MVaEMaEncoderOutput(ModelOutput):
         image_embeds (`torch.FloatTensor` of shape `(num_images, 1 + num_patches, vision_hidden_size)`):
             the vision tower's output; row 0 of each image is its [CLS] summary.
         image_index (`torch.LongTensor` of shape `(batch_size,)`): the image row each question belongs to.
+        answer_memory (`torch.FloatTensor` of shape `(batch_size, memory_length, text_hidden_size)`): what the answer
+            decoder cross-attends to (`config.decoder_memory`): the question's image patches, then its fused states.
+        answer_memory_mask (`torch.LongTensor` of shape `(batch_size, memory_length)`): 1 where the decoder may look.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     image_index: torch.LongTensor | None = None
+    answer_memory: torch.FloatTensor | None = None
+    answer_memory_mask: torch.LongTensor | None = None
 
 
 @dataclass
@@ -77,7 +82,8 @@ class MVaEMaOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch_size, answer_length, vocab_size)`): next-token scores; `None` in
             training mode with `labels` unless `return_logits=True` (the LM head then scores the answer tokens only).
         cache (`EncoderDecoderCache`, returned with `use_cache=True`): decoder self-attention keys/values and the
-            keys/values read from the fused question states, for incremental decoding.
+            keys/values read from the answer memory (image patches and fused question states), for incremental
+            decoding.
         encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, question_length, hidden_size)`).
         image_embeds (`torch.FloatTensor` of shape `(num_images, 1 + num_patches, vision_hidden_size)`).
     """
@@ -273,6 +279,26 @@ class MVaEMaModel(MVaEMaPreTrainedModel):
         memory = TextMemory(self.image_memory_projection(image_embeds), index=image_index)
         return self.text_model(self._with_first_token(text_ids, self.config.enc_token_id), text_mask, memory)
 
+    def answer_memory(
+        self,
+        question_states: torch.Tensor,
+        question_mask: torch.Tensor,
+        image_embeds: torch.Tensor,
+        image_index: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the answer decoder cross-attends to (`config.decoder_memory`): states `(B, Lm, hidden)` and their
+        mask `(B, Lm)` (1 = attend). Question i, fused states `question_states` `(B, Lq, hidden)` with mask
+        `question_mask` `(B, Lq)`, is about image `image_index[i]` of `image_embeds` `(I, 1 + patches, Hv)` (image i
+        when None). With `"image_and_question"` the memory is that image's patch states (at the text width, as the
+        grounded encoder reads them) followed by the question states, so Lm = 1 + patches + Lq."""
+        if self.config.decoder_memory == "question":
+            return question_states, question_mask
+        patches = self.image_memory_projection(image_embeds)
+        if image_index is not None:
+            patches = patches.index_select(0, image_index)
+        patch_mask = question_mask.new_ones(patches.shape[:2])
+        return torch.cat([patches, question_states], dim=1), torch.cat([patch_mask, question_mask], dim=1)
+
     def itm_logits(
         self, text_ids: torch.Tensor, text_mask: torch.Tensor, image_embeds: torch.Tensor, image_index: torch.Tensor
     ) -> torch.Tensor:
@@ -435,10 +461,17 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         image_embeds = self.mvaema.vision_model(pixel_values)
         check_image_index(image_index, image_embeds.shape[0], input_ids.shape[0])
         question_states = self.mvaema.grounded_text_states(image_embeds, image_index, input_ids, attention_mask)
+        answer_memory, answer_memory_mask = self.mvaema.answer_memory(
+            question_states, attention_mask, image_embeds, image_index
+        )
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         return MVaEMaEncoderOutput(
-            last_hidden_state=question_states, image_embeds=image_embeds, image_index=image_index
+            last_hidden_state=question_states,
+            image_embeds=image_embeds,
+            image_index=image_index,
+            answer_memory=answer_memory,
+            answer_memory_mask=answer_memory_mask,
         )
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -488,13 +521,15 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
             encoder_outputs = self._encode(pixel_values, input_ids, attention_mask, image_index)
         elif not isinstance(encoder_outputs, MVaEMaEncoderOutput):
             encoder_outputs = MVaEMaEncoderOutput(*encoder_outputs)
+        if encoder_outputs.answer_memory is None or encoder_outputs.answer_memory_mask is None:
+            raise ValueError("encoder_outputs must hold answer_memory and answer_memory_mask; take them from encode().")
         decoder_input_ids = self._decoder_input_ids(
-            labels, decoder_input_ids, decoder_position_ids, encoder_outputs.last_hidden_state.shape[0], cache
+            labels, decoder_input_ids, decoder_position_ids, encoder_outputs.answer_memory.shape[0], cache
         )
         return_logits = training_inputs.get("return_logits")
         if return_logits is None:
             return_logits = not (self.training and labels is not None)
-        memory = TextMemory(encoder_outputs.last_hidden_state, mask=padding_mask(attention_mask))
+        memory = TextMemory(encoder_outputs.answer_memory, mask=padding_mask(encoder_outputs.answer_memory_mask))
         read_positions = None if return_logits else self._up_to_last_answer_token(labels)
         decoder_states = self.mvaema.text_model(
             decoder_input_ids, decoder_attention_mask, memory, is_causal=True, position_ids=decoder_position_ids,
@@ -733,15 +768,17 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         """Answer the questions: `(B, 1 + new_tokens)` ids starting with [DEC] (decode with the processor).
 
         Images and questions are encoded once, here, before `GenerationMixin.generate` expands them for beams or
-        samples; the decoder's cache keeps the keys/values of the fused question states, so they too are projected
-        once. `generate_kwargs` are the usual ones (`max_new_tokens`, `num_beams`, `do_sample`, `generation_config`,
+        samples; the decoder's cache keeps the keys/values of its memory (image patches and fused question states),
+        so they too are projected once. `generate_kwargs` are the usual ones (`max_new_tokens`, `num_beams`, `do_sample`, `generation_config`,
         ...); the defaults live in `model.generation_config`.
         """
         if encoder_outputs is None:
             attention_mask = self.mvaema.text_attention_mask(input_ids, attention_mask)
             encoded = self._encode(pixel_values, input_ids, attention_mask, image_index)
-            # The decoder reads only the fused question states; beams would otherwise copy the image states too.
-            encoder_outputs = MVaEMaEncoderOutput(last_hidden_state=encoded.last_hidden_state)
+            # The decoder reads only its memory; beams would otherwise copy the vision tower's states too.
+            encoder_outputs = MVaEMaEncoderOutput(
+                answer_memory=encoded.answer_memory, answer_memory_mask=encoded.answer_memory_mask
+            )
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **generate_kwargs
         )

@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
-from model_fixtures import ANSWERS, IMAGE_SIZE, QUESTIONS, micrographs, qa_batch, tiny_model, tiny_processor, tiny_tokenizer
+from model_fixtures import (
+    ANSWERS,
+    IMAGE_SIZE,
+    QUESTIONS,
+    micrographs,
+    qa_batch,
+    tiny_config,
+    tiny_model,
+    tiny_processor,
+    tiny_tokenizer,
+)
 
 from modeling_mvaema import ABLATIONS, MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, layers_mvaema
 from modeling_mvaema.losses_mvaema import (
@@ -19,7 +29,7 @@ from modeling_mvaema.losses_mvaema import (
     pair_texts,
     pairs_per_key,
 )
-from modeling_mvaema.modeling_mvaema import compile_for_training
+from modeling_mvaema.modeling_mvaema import MVaEMaEncoderOutput, compile_for_training
 
 SHARED_IMAGES = [0, 0, 1, 2]  # questions 0 and 1 are about the same micrograph
 
@@ -261,10 +271,14 @@ def test_tiny_model_learns_four_answers_and_reproduces_them_greedily():
     assert processor.batch_decode(generated) == ANSWERS
 
 
-@pytest.mark.parametrize("ablation", [None, "no_ca", "no_csa", "no_sa"])
+@pytest.mark.parametrize(
+    "ablation, memory",
+    [(None, "image_and_question"), (None, "question"), ("no_ca", "image_and_question"),
+     ("no_csa", "image_and_question"), ("no_sa", "image_and_question")],
+)
 @pytest.mark.parametrize("decoding", [{}, {"num_beams": 3}], ids=["greedy", "beam"])
-def test_generate_gives_the_same_tokens_with_and_without_cache(ablation, decoding):
-    model, processor = tiny_model(ablation).eval(), tiny_processor()
+def test_generate_gives_the_same_tokens_with_and_without_cache(ablation, memory, decoding):
+    model, processor = tiny_model(ablation, decoder_memory=memory).eval(), tiny_processor()
     batch = qa_batch(processor, SHARED_IMAGES, answers=False)
     settings = dict(max_new_tokens=12, min_new_tokens=12, no_repeat_ngram_size=0, **decoding)
     cached = model.generate(**batch, use_cache=True, **settings)
@@ -297,6 +311,38 @@ def test_step_by_step_decoding_with_cache_matches_full_forward(ablation):
 
 
 @pytest.mark.parametrize("ablation", [None, "no_ca"])
+def test_decoder_reads_the_image_patches_beside_the_fused_question(ablation):
+    """With the default decoder memory, the answer's scores change with the image even when the fused question states
+    are held fixed (the decoder reads the patches itself); with decoder_memory="question" the memory is those states
+    alone, so the image reaches the answer only through them."""
+    model, processor = tiny_model(ablation).eval(), tiny_processor()
+    batch = qa_batch(processor)
+    with torch.no_grad():
+        encoded = model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        other = model.encode(batch["pixel_values"].flip(0), batch["input_ids"], batch["attention_mask"])
+        patches = 1 + model.config.vision_config.num_patches
+        assert encoded.answer_memory.shape[1] == patches + batch["input_ids"].shape[1]
+        torch.testing.assert_close(encoded.answer_memory[:, patches:], encoded.last_hidden_state)
+        swapped = MVaEMaEncoderOutput(
+            answer_memory=torch.cat([other.answer_memory[:, :patches], encoded.answer_memory[:, patches:]], dim=1),
+            answer_memory_mask=encoded.answer_memory_mask,
+        )
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])
+        own = model(encoder_outputs=encoded, decoder_input_ids=decoder_ids).logits
+        other_image = model(encoder_outputs=swapped, decoder_input_ids=decoder_ids).logits
+    assert (own - other_image).abs().max() > 1e-3
+    question_only = tiny_model(ablation, decoder_memory="question").eval()
+    with torch.no_grad():
+        encoded = question_only.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(encoded.answer_memory, encoded.last_hidden_state)
+
+
+def test_decoder_memory_is_checked():
+    with pytest.raises(StrictDataclassError, match="decoder_memory=.image.; use one of"):
+        tiny_config(decoder_memory="image")
+
+
+@pytest.mark.parametrize("ablation", [None, "no_ca"])
 def test_decoder_padding_mask_only_hides_padding(ablation):
     """Right padding marked in decoder_attention_mask changes nothing before it (causal masking already hides it)."""
     model, processor = tiny_model(ablation).eval(), tiny_processor()
@@ -324,7 +370,7 @@ def test_encoder_and_decoder_share_exactly_cross_attention_and_feed_forward():
 
     encoded = model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
     encoder_parameters = used_layer_parameters(encoded.last_hidden_state.square().sum())
-    encoded.last_hidden_state = encoded.last_hidden_state.detach()
+    encoded.answer_memory = encoded.answer_memory.detach()
     decoder_parameters = used_layer_parameters(
         model(encoder_outputs=encoded, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
               labels=batch["labels"]).loss_lm
