@@ -143,7 +143,7 @@ def _json_line(row: dict) -> str:
 
 def _open_for_appending(output: Path):
     # O_NOFOLLOW: a link planted after `check_output_path` is refused by the kernel instead of written through.
-    descriptor = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    descriptor = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     return os.fdopen(descriptor, "a", encoding="utf-8")
 
 
