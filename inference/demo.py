@@ -22,6 +22,10 @@ from dataset_builder.question_families import QUESTION_FAMILIES, caption_for_cat
 from .assistant import MicrographAssistant
 from .loading import ModelLoadError, ModelSource, add_model_arguments
 
+# A 16-bit 4096 x 4096 TIFF is 32 MiB; anything much larger is not a micrograph the model needs (it sees 224 px).
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+# How long an upload stays on the server: long enough to ask several questions about it, then it is deleted.
+UPLOAD_LIFETIME_S = 600
 QUESTION_CHOICES = [(f"{family.title}: {question}", question) for family in QUESTION_FAMILIES
                     for question in family.questions]
 TOP_K = 5
@@ -93,12 +97,14 @@ class DemoHandlers:
         return 1.0
 
 
-def build_demo(assistant: MicrographAssistant):
-    """The Gradio page; its `Ask` button calls the named endpoints `/answer` and `/classify`."""
+def build_demo(assistant: MicrographAssistant, upload_lifetime_s: int = UPLOAD_LIFETIME_S):
+    """The Gradio page; its `Ask` button calls the named endpoints `/answer` and `/classify`. Uploads are deleted
+    from the server `upload_lifetime_s` seconds after they arrived (checked as often)."""
     gr = import_gradio()
     handlers = DemoHandlers(assistant, gr)
     captions = [(readable_category(name), caption_for_category(name)) for name in assistant.category_names]
-    with gr.Blocks(title="MVaEMa: ask about a micrograph") as demo:
+    with gr.Blocks(title="MVaEMa: ask about a micrograph",
+                   delete_cache=(upload_lifetime_s, upload_lifetime_s)) as demo:
         gr.Markdown("# MVaEMa\nDrop a micrograph, pick or type a question, and read the answer.")
         with gr.Row():
             with gr.Column():
@@ -119,6 +125,16 @@ def build_demo(assistant: MicrographAssistant):
     return demo
 
 
+def launch_demo(demo, host: str, port: int, **options) -> None:
+    """Serve `demo`; Gradio refuses an upload over `MAX_UPLOAD_BYTES` before storing it."""
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, **options)
+
+
+def upload_folder() -> str:
+    """Where Gradio stores uploads (`GRADIO_TEMP_DIR`, else the system's temporary folder)."""
+    return import_gradio().utils.get_upload_folder()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -135,7 +151,7 @@ def main(argv=None) -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    build_demo(assistant).launch(server_name=args.host, server_port=args.port)
+    launch_demo(build_demo(assistant), args.host, args.port)
     return 0
 
 

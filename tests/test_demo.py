@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def server_url(assistant):
     pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
     demo = demo_module.build_demo(assistant)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo_module.launch_demo(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -109,6 +110,44 @@ def test_an_empty_question_is_asked_for(client, files):
 
     with pytest.raises(AppError, match="Pick a question from the list or type one"):
         client.predict(handle_file(files["tiff"]), "  ", None, api_name="/answer")
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_not_kept(client, tmp_path):
+    from gradio_client import handle_file
+
+    uploads = Path(demo_module.upload_folder())
+    before = {path for path in uploads.rglob("*") if path.is_file()}
+    too_large = tmp_path / "huge.tif"
+    with too_large.open("wb") as handle:  # sparse: no disk or memory spent on the test's side
+        handle.truncate(demo_module.MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(too_large), QUESTION, None, api_name="/answer")
+    kept = {path for path in uploads.rglob("*") if path.is_file()} - before
+    assert sum(path.stat().st_size for path in kept) == 0, "part of the refused upload was kept"
+
+
+def stored_bytes(folder: Path) -> int:
+    """What uploads occupy (Gradio may leave an empty temporary file behind, which costs nothing)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def test_uploads_are_deleted_once_their_lifetime_is_over(assistant, files, tmp_path, monkeypatch):
+    """Three 200 MB uploads once stayed in Gradio's temporary folder for good; now each goes after its lifetime."""
+    gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    demo = demo_module.build_demo(assistant, upload_lifetime_s=1)
+    port = free_port()
+    demo_module.launch_demo(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert client.predict(gradio_client.handle_file(files["tiff"]), QUESTION, None, api_name="/answer")
+        assert stored_bytes(tmp_path / "uploads") > 0, "the upload was never stored"
+        deadline = time.monotonic() + 15
+        while stored_bytes(tmp_path / "uploads") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert stored_bytes(tmp_path / "uploads") == 0, "the upload was kept"
+    finally:
+        demo.close()
 
 
 def test_softmax_top_keeps_the_order_and_the_best_five():
