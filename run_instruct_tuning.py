@@ -26,7 +26,7 @@ from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import write_text_atomically
 from instruct_tuning.baselines.runs import baseline_settings, mvaema_vision_config, passes_per_epoch, run_baseline
 from instruct_tuning.checkpoints import RESULT_FILE, clear_run_outputs
-from instruct_tuning.data import FoldData, build_pixel_store, load_corpus, prepare_fold
+from instruct_tuning.data import FoldData, build_pixel_store, corpus_facts, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
 from instruct_tuning.training import RunContext, make_accelerator, precision_and_processes, train_one_run
 from instruct_tuning.variants import MVAEMA
@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     if torch.cuda.is_available() and pixel_store.pixels.numel() < 0.25 * torch.cuda.mem_get_info()[0]:
         pixel_store = pixel_store.to(accelerator.device)
 
+    facts = corpus_facts(args)
     results: dict = {}
     for fold in args.folds:
-        data = prepare_fold(corpus, fold, args.num_folds, processor, pixel_store)
+        data = prepare_fold(corpus, fold, args.num_folds, processor, pixel_store, facts)
         for variant in args.variants:
             run = RunContext(variant, fold, args, accelerator, output_dir / "runs" / variant / f"fold_{fold}")
             result = run_variant(run, data, processor)

@@ -40,18 +40,33 @@ class MicrographAssistant:
         num_beams: int = 1,
     ) -> list[str]:
         """One answer per question; with `image_index`, question i is about `images[image_index[i]]` (each image
-        is then encoded once), else question i is about `images[i]`."""
+        is then encoded once), else question i is about `images[i]`. `captions[i]` (or None) goes before question i
+        as given: the assistant's callers caption with `own_captions` themselves, so that the caption used is the
+        one they show."""
         inputs = self.processor(
             images=list(images),
             questions=list(questions),
             captions=list(captions) if captions is not None else None,
             image_index=list(image_index) if image_index is not None else None,
             return_tensors="pt",
+            self_caption=False,
         )
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         answer_ids = self.model.generate(**inputs, num_beams=num_beams)
         return self.processor.batch_decode(answer_ids, skip_special_tokens=True)
+
+    @property
+    def can_self_caption(self) -> bool:
+        """Whether the saved processor has a caption per category to put before a question."""
+        captions = getattr(self.processor, "category_captions", None) or []
+        return bool(self.category_names) and len(captions) == len(self.category_names)
+
+    def own_captions(self, rankings: Sequence[list[dict]]) -> list[str]:
+        """Per image, the caption of the category its ranking puts first: the model's own caption, which
+        self-captioning puts before the questions (so the answer to the category question and the ranking agree)."""
+        position = {name: index for index, name in enumerate(self.category_names)}
+        return [self.processor.category_captions[position[ranking[0]["label"]]] for ranking in rankings]
 
     def rank_categories(
         self, images: Sequence[Image.Image], method: str | None = None, top_k: int = TOP_K

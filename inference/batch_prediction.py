@@ -1,8 +1,10 @@
 """Answering question families and ranking categories for every micrograph of a folder tree, into a JSONL file
 that a rerun resumes.
 
-Each output line is one image: `{"path", "category_folder", "answers": {family: [{"question", "answer"}]},
-"categories": [{"label", "score"}] (top 5), "error"}`, where `path` is relative to the image folder. A line is
+Each output line is one image: `{"path", "category_folder", "caption", "answers": {family: [{"question",
+"answer"}]}, "categories": [{"label", "score"}] (top 5), "error"}`, where `path` is relative to the image folder and
+`caption` the caption every question of the image was asked after: by default the caption of the category the model
+ranks first (self-captioning), null when turned off. A line is
 written whole and flushed per batch, so a killed run loses at most the line it was writing; the rerun repairs that
 line and skips every image already in the file. An existing output file is trimmed only once every line of it has
 been read as a prediction row: any other file (a CSV, an image, model weights) is refused untouched, and so is an
@@ -155,6 +157,7 @@ def predict_folder(
     batch_size: int = 8,
     num_beams: int = 1,
     method: str | None = None,
+    self_caption: bool = True,
 ) -> dict[str, int]:
     """Append one line per not yet predicted image of `image_root` to `output`; returns counts of what was done."""
     check_output_path(output, image_root)
@@ -170,7 +173,7 @@ def predict_folder(
         total=len(todo), unit="image", desc="micrographs"
     ) as progress:
         for batch in _batches(todo, batch_size):
-            rows = _predict_batch(assistant, batch, families, num_beams, method)
+            rows = _predict_batch(assistant, batch, families, num_beams, method, self_caption)
             sink.write("".join(_json_line(row) for row in rows))
             sink.flush()
             counts["bad_files"] += sum(row["error"] is not None for row in rows)
@@ -184,10 +187,11 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def _predict_batch(assistant, batch: list[MicrographFile], families, num_beams: int, method: str | None) -> list[dict]:
+def _predict_batch(assistant, batch: list[MicrographFile], families, num_beams: int, method: str | None,
+                   self_caption: bool) -> list[dict]:
     rows, opened = [], []
     for image_file in batch:
-        row = {"path": image_file.relative_path, "category_folder": image_file.category_folder,
+        row = {"path": image_file.relative_path, "category_folder": image_file.category_folder, "caption": None,
                "answers": None, "categories": None, "error": None}
         try:
             opened.append((row, open_micrograph(image_file.path)))
@@ -197,19 +201,24 @@ def _predict_batch(assistant, batch: list[MicrographFile], families, num_beams: 
         rows.append(row)
     if opened:
         images = [image for _, image in opened]
-        answers = _answer_families(assistant, images, families, num_beams)
         rankings = assistant.rank_categories(images, method=method) or [None] * len(images)
-        for (row, _), image_answers, ranking in zip(opened, answers, rankings, strict=True):
-            row["answers"], row["categories"] = image_answers, ranking
+        captions = [None] * len(images)
+        if self_caption and assistant.can_self_caption:
+            captions = assistant.own_captions(rankings)
+        answers = _answer_families(assistant, images, captions, families, num_beams)
+        for (row, _), caption, image_answers, ranking in zip(opened, captions, answers, rankings, strict=True):
+            row["caption"], row["answers"], row["categories"] = caption, image_answers, ranking
     return rows
 
 
-def _answer_families(assistant, images, families, num_beams: int) -> list[dict]:
-    """Per image, `{family key: [{"question", "answer"}]}` for every question of `families` (one generate call)."""
+def _answer_families(assistant, images, captions: list[str | None], families, num_beams: int) -> list[dict]:
+    """Per image, `{family key: [{"question", "answer"}]}` for every question of `families`, each asked after its
+    image's caption (one generate call)."""
     questions = [(family.key, question) for family in families for question in family.questions]
     texts = [question for _, question in questions] * len(images)
     image_index = [index for index in range(len(images)) for _ in questions]
-    answers = iter(assistant.answer(images, texts, image_index=image_index, num_beams=num_beams))
+    question_captions = [captions[index] for index in image_index]
+    answers = iter(assistant.answer(images, texts, question_captions, image_index=image_index, num_beams=num_beams))
     per_image = []
     for _ in images:
         by_family: dict[str, list[dict]] = {family.key: [] for family in families}

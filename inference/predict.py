@@ -43,6 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     target.add_argument("--images", help="A folder tree of micrographs (category sub-folders or not).")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="With --image: the question.")
     parser.add_argument("--caption", default=None, help="With --image: optional caption, e.g. the known category.")
+    parser.add_argument("--no-self-caption", dest="self_caption", action="store_false",
+                        help="Ask the bare questions. By default a question asked without --caption goes after the "
+                             "caption of the category the model ranks first (shown with the answer and recorded in "
+                             "the JSONL): the model was trained to answer after a caption, and its answer to the "
+                             "category question then agrees with its ranking.")
     parser.add_argument("--out", help="With --images: the JSONL output file (a rerun skips images already in it).")
     parser.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), metavar="FAMILY",
                         help=f"With --images: question families to answer (default: {' '.join(DEFAULT_FAMILIES)}; "
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
             return predict_one(assistant, image, args)
         families = [family_by_key(key) for key in dict.fromkeys(args.families)]
         counts = predict_folder(assistant, args.images, args.out, families, args.batch_size, args.num_beams,
-                                args.method)
+                                args.method, args.self_caption)
     except (BadImageError, ModelLoadError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -98,12 +103,19 @@ def check_model_json_files(source: ModelSource) -> None:
 
 
 def predict_one(assistant: MicrographAssistant, image, args: argparse.Namespace) -> int:
-    answer = assistant.answer([image], [args.question], [args.caption], num_beams=args.num_beams)[0]
-    ranking = assistant.rank_categories([image], method=args.method)
-    ranking = ranking[0] if ranking is not None else None
+    rankings = assistant.rank_categories([image], method=args.method)
+    ranking = rankings[0] if rankings is not None else None
+    caption, caption_source = args.caption, "given" if args.caption is not None else None
+    if caption is None and args.self_caption and assistant.can_self_caption:
+        caption, caption_source = assistant.own_captions(rankings)[0], "own ranking"
+    answer = assistant.answer([image], [args.question], [caption], num_beams=args.num_beams)[0]
     if args.json:
-        print(json.dumps({"answer": answer, "categories": ranking}))
+        print(json.dumps({"answer": answer, "caption": caption, "caption_source": caption_source,
+                          "categories": ranking}))
         return 0
+    if caption is not None:
+        print(f"Caption ({'the model' + chr(39) + 's top category' if caption_source == 'own ranking' else 'given'}): "
+              f"{caption}")
     print(f"Q: {args.question}\nA: {answer}")
     if ranking is not None:
         print("\nTop-5 categories:")

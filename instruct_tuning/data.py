@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from dataset_builder.builder import load_instruct_corpus, load_prepared_corpus
 from dataset_builder.images import BadImageError
 from dataset_builder.question_families import CLASSIFICATION_QUESTION
-from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus
+from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME, generate_synthetic_corpus, load_synthetic_facts
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import write_file_atomically
 from modeling_mvaema.processing_mvaema import to_rgb
@@ -62,9 +62,20 @@ def load_corpus(args, accelerator) -> datasets.Dataset:
         if args.images:
             return load_instruct_corpus(args.images, list(args.teacher_cache), num_folds=args.num_folds, seed=args.seed,
                                         cache_dir=str(cache_dir))
-        directory = Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
-        return synthetic_corpus(directory, args.synthetic_per_category, args.seed, args.num_folds, cache_dir,
-                                generate=accelerator.is_main_process)
+        return synthetic_corpus(synthetic_directory(args), args.synthetic_per_category, args.seed, args.num_folds,
+                                cache_dir, generate=accelerator.is_main_process)
+
+
+def synthetic_directory(args) -> Path:
+    return Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
+
+
+def corpus_facts(args) -> dict[str, dict] | None:
+    """`image_id -> facts` of the built-in synthetic corpus (what each scene shows, for the grounded fact scores);
+    None for a lab's corpus, whose truth only the teacher's answers tell."""
+    if args.images or args.dataset:
+        return None
+    return load_synthetic_facts(synthetic_directory(args))
 
 
 def with_fold_count(corpus: datasets.Dataset, num_folds: int, source: str) -> datasets.Dataset:
@@ -189,7 +200,8 @@ class QATable:
 
     image_index [N]: pixel-store index of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
     their masks; labels [N, La] (-100 on padding); category [N]; caption_ids / caption_mask [N, Lc]: "[CLS] caption
-    [SEP]" of each pair's image; asks_category [N] (bool): the pair asks the category question.
+    [SEP]" of each pair's image; asks_category [N] (bool): the pair asks the category question; questions,
+    families, image_ids: each pair's question text, question family and corpus image id (evaluation reads them).
     """
 
     image_index: torch.Tensor
@@ -202,6 +214,9 @@ class QATable:
     caption_ids: torch.Tensor
     caption_mask: torch.Tensor
     asks_category: torch.Tensor | None = None
+    questions: list[str] | None = None
+    families: list[str] | None = None
+    image_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -230,6 +245,9 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
         caption_ids=captions["input_ids"],
         caption_mask=captions["attention_mask"],
         asks_category=torch.tensor([question == CLASSIFICATION_QUESTION for question in questions]),
+        questions=list(questions),
+        families=list(split["family"]),
+        image_ids=list(split["image_id"]),
     )
 
 
@@ -405,9 +423,11 @@ class FoldData:
     test: QATable
     pixel_store: PixelStore
     class_names: list[str]
+    facts: dict[str, dict] | None = None
 
 
-def prepare_fold(corpus: datasets.Dataset, fold: int, num_folds: int, processor, pixel_store: PixelStore) -> FoldData:
+def prepare_fold(corpus: datasets.Dataset, fold: int, num_folds: int, processor, pixel_store: PixelStore,
+                 facts: dict[str, dict] | None = None) -> FoldData:
     """Test on `fold`, validate on the next one, train on the rest."""
     validation_fold = (fold + 1) % num_folds
     splits = {
@@ -420,4 +440,4 @@ def prepare_fold(corpus: datasets.Dataset, fold: int, num_folds: int, processor,
             raise ValueError(f"fold {fold}: the {name} split is empty; use fewer --num-folds or more data")
     tables = {name: tokenize_split(split, processor, pixel_store) for name, split in splits.items()}
     class_names = corpus.features["category"].names
-    return FoldData(tables["train"], tables["validation"], tables["test"], pixel_store, class_names)
+    return FoldData(tables["train"], tables["validation"], tables["test"], pixel_store, class_names, facts)

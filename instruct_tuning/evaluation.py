@@ -1,4 +1,11 @@
-"""The paper's evaluation: VQA text metrics on generated answers, zero-shot classification without captions.
+"""The paper's evaluation, and the controls that show whether answers come from the micrograph.
+
+VQA text metrics on generated answers in three prompt protocols (`PROTOCOLS`): with the true category caption (the
+paper's), without a caption, and with the model's own top-ranked caption (what `mvaema-predict`, the demo and the
+pipeline give a user); each also with one blank grey image for every question, the question-only floor, and the
+difference: what the image adds. Zero-shot classification without captions, and how often the answer to the
+category question names the true category in each protocol. On the built-in synthetic corpus, grounded fact scores
+check the answers against what each scene shows.
 
 Both the student and the BLIP peer are evaluated by the same code: answers come from `generate` with one shared
 generation config (MVaEMa's decoding settings, `default_generation_config`), and
@@ -14,12 +21,17 @@ import torch
 from transformers import GenerationConfig
 
 from dataset_builder.question_families import CLASSIFICATION_QUESTION, readable_category
+from metrics.grounded_facts.grounded_facts import GroundedFacts
 from metrics.vqa_text.vqa_text import VqaText
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema import MVaEMaConfig
 from modeling_mvaema.classification_mvaema import CLASSIFY_METHODS
 from modeling_mvaema.modeling_mvaema import default_generation_config
 
+# Prompt protocols: which caption goes before each question.
+PROTOCOLS = ("caption", "no_caption", "self_caption")
+# Scores whose image contribution the tables state.
+CONTRIBUTION_SCORES = ("bleu2", "meteor")
 
 
 def available_methods(model) -> list[str]:
@@ -63,19 +75,20 @@ def decoding_settings(generation: GenerationConfig, processor) -> dict:
 
 
 @torch.no_grad()
-def generate_answers(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> list[str]:
-    """Greedy answers for the table's pairs, decoded with `shared_generation_config` whichever model answers."""
+def generate_answers(model, processor, pixel_values, prompts, device, batch_size: int,
+                     max_new_tokens: int) -> list[str]:
+    """Greedy answers, decoded with `shared_generation_config` whichever model answers. `pixel_values` `(N, 3, S, S)`
+    holds one image per prompt; `prompts` is a processor output with `input_ids` / `attention_mask` `(N, Lq)`."""
     model.eval()
-    count = len(table) if limit is None else min(limit, len(table))
-    generation = generation_config_for(model, shared_generation_config(processor, table.labels.shape[1]))
+    generation = generation_config_for(model, shared_generation_config(processor, max_new_tokens))
     answers: list[str] = []
-    for start in range(0, count, batch_size):
-        rows = torch.arange(start, min(start + batch_size, count))
-        mask = table.prompt_mask[rows]
+    for start in range(0, len(pixel_values), batch_size):
+        stop = min(start + batch_size, len(pixel_values))
+        mask = prompts["attention_mask"][start:stop]
         length = int(mask.sum(1).max())
         generated = model.generate(
-            pixel_values=pixel_store.normalized(table.image_index[rows]).to(device),
-            input_ids=table.prompt_ids[rows, :length].to(device),
+            pixel_values=pixel_values[start:stop].to(device),
+            input_ids=prompts["input_ids"][start:stop, :length].to(device),
             attention_mask=mask[:, :length].to(device),
             generation_config=generation,
         )
@@ -83,36 +96,110 @@ def generate_answers(model, processor, table, pixel_store, device, batch_size: i
     return answers
 
 
-def evaluate_vqa(model, processor, table, pixel_store, device, batch_size: int, limit: int | None = None) -> dict:
-    """BLEU-2/4, ROUGE-1/2/L, METEOR of generated answers against the teacher's (prompts with captions)."""
-    predictions = generate_answers(model, processor, table, pixel_store, device, batch_size, limit)
-    # Decoding the reference's own token ids treats it exactly as the model's answer is treated (truncation, [UNK]).
-    references = processor.batch_decode(table.labels[: len(predictions)].clamp(min=0), skip_special_tokens=True)
-    scores = VqaText().compute(predictions=predictions, references=references)
-    scores["examples"] = [{"prediction": p, "reference": r} for p, r in list(zip(predictions, references))[:8]]
-    return scores
+def protocol_prompts(processor, questions: list[str], protocol: str, true_captions: list[str],
+                     own_captions: list[str] | None) -> dict:
+    """The prompts of `protocol` for `questions`: after the true caption, bare, or after the model's own caption."""
+    captions = {"caption": true_captions, "no_caption": None, "self_caption": own_captions}[protocol]
+    return processor(questions=questions, captions=captions, self_caption=False)
+
+
+def evaluation_rows(table, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """The test pairs the VQA protocols answer: all, or a fixed random `limit` of them (the same for every model)."""
+    if limit is None or limit >= len(table):
+        return torch.arange(len(table))
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(table), limit, replace=False)))
+
+
+def own_captions(processor, predicted_category: dict[int, int], image_index: torch.Tensor) -> list[str]:
+    """Per pair, the caption of the category the model ranks first for its image (`predicted_category`: pixel-store
+    image index -> category id)."""
+    return [processor.category_captions[predicted_category[int(image)]] for image in image_index]
+
+
+def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, predicted_category: dict[int, int],
+                           limit: int | None = None) -> dict:
+    """Per protocol: the VQA scores with the micrograph and with one blank (mid-grey) image for every question, the
+    image's contribution (`CONTRIBUTION_SCORES`, real minus blank), and the grounded fact scores where the corpus
+    has facts. Generation stops at the test answers' token width, as the references are cut there."""
+    table = data.test
+    rows = evaluation_rows(table, limit)
+    questions = [table.questions[int(row)] for row in rows]
+    image_index = table.image_index[rows]
+    references = processor.batch_decode(table.labels[rows].clamp(min=0), skip_special_tokens=True)
+    categories = table.category[rows]
+    true_captions = [processor.category_captions[int(category)] for category in categories]
+    images = {"image": data.pixel_store.normalized(image_index)}
+    images["blank"] = torch.zeros_like(images["image"])
+    results = {}
+    for protocol in PROTOCOLS:
+        if protocol == "self_caption" and not predicted_category:
+            continue
+        captions = own_captions(processor, predicted_category, image_index) if protocol == "self_caption" else None
+        prompts = protocol_prompts(processor, questions, protocol, true_captions, captions)
+        scores = {}
+        for name, pixel_values in images.items():
+            answers = generate_answers(model, processor, pixel_values, prompts, device, batch_size,
+                                       table.labels.shape[1])
+            scores[name] = VqaText().compute(predictions=answers, references=references)
+            if data.facts is not None:
+                scores[name]["facts"] = fact_scores(answers, table, rows, data.facts)
+            if name == "image":
+                scores[name]["examples"] = [{"question": q, "prediction": p, "reference": r}
+                                            for q, p, r in list(zip(questions, answers, references))[:8]]
+        scores["image_adds"] = {score: scores["image"][score] - scores["blank"][score]
+                                for score in CONTRIBUTION_SCORES}
+        if data.facts is not None:
+            scores["image_adds"]["facts"] = _difference(scores["image"]["facts"]["accuracy"],
+                                                        scores["blank"]["facts"]["accuracy"])
+        results[protocol] = scores
+    results["questions"] = len(rows)
+    return results
+
+
+def _difference(real: float | None, blank: float | None) -> float | None:
+    return None if real is None or blank is None else real - blank
+
+
+def fact_scores(answers: list[str], table, rows: torch.Tensor, facts: dict[str, dict]) -> dict:
+    """Grounded fact scores of `answers` to the table's pairs at `rows` (metrics/grounded_facts)."""
+    return GroundedFacts().compute(
+        predictions=answers,
+        references=[facts[table.image_ids[int(row)]] for row in rows],
+        families=[table.families[int(row)] for row in rows],
+        questions=[table.questions[int(row)] for row in rows],
+    )
 
 
 @torch.no_grad()
-def evaluate_caption_following(model, processor, table, data, device, batch_size: int) -> dict:
-    """With the true category caption in the prompt (the paper's VQA protocol), how often the answer to the category
-    question names that category: an answer that contradicts its own prompt is wrong however it scores on BLEU."""
-    model.eval()
+def evaluate_category_answers(model, processor, table, data, device, batch_size: int,
+                              predicted_category: dict[int, int]) -> dict:
+    """How often the answer to the category question names each test micrograph's true category, asked after the
+    true caption (the paper's protocol: the answer must follow its prompt), without a caption (the decoder must name
+    it from the pixels), and after the model's own caption (then it must also name the caption's category: an answer
+    that contradicts the ranking shown beside it is wrong)."""
     image_index, categories = distinct_images(table)
-    generation = generation_config_for(model, shared_generation_config(processor, table.labels.shape[1]))
-    captions = [processor.category_captions[int(category)] for category in categories]
-    answers: list[str] = []
-    for start in range(0, len(image_index), batch_size):
-        stop = min(start + batch_size, len(image_index))
-        prompts = processor(questions=[CLASSIFICATION_QUESTION] * (stop - start), captions=captions[start:stop])
-        generated = model.generate(pixel_values=data.pixel_store.normalized(image_index[start:stop]).to(device),
-                                   input_ids=prompts["input_ids"].to(device),
-                                   attention_mask=prompts["attention_mask"].to(device), generation_config=generation)
-        answers.extend(processor.batch_decode(generated, skip_special_tokens=True))
-    names = [readable_category(data.class_names[int(category)]).lower() for category in categories]
-    named = [name in answer.lower() for name, answer in zip(names, answers)]
-    misses = [{"category": name, "answer": answer} for name, answer, hit in zip(names, answers, named) if not hit]
-    return {"named_share": float(np.mean(named)), "images": len(named), "misses": misses[:8]}
+    pixel_values = data.pixel_store.normalized(image_index)
+    true_captions = [processor.category_captions[int(category)] for category in categories]
+    names = [readable_category(name).lower() for name in data.class_names]
+    questions = [CLASSIFICATION_QUESTION] * len(image_index)
+    results = {"images": len(image_index)}
+    for protocol in PROTOCOLS:
+        if protocol == "self_caption" and not predicted_category:
+            continue
+        captions = own_captions(processor, predicted_category, image_index) if protocol == "self_caption" else None
+        prompts = protocol_prompts(processor, questions, protocol, true_captions, captions)
+        answers = [answer.lower() for answer in generate_answers(
+            model, processor, pixel_values, prompts, device, batch_size, table.labels.shape[1])]
+        named = [names[int(category)] in answer for category, answer in zip(categories, answers)]
+        results[protocol] = {
+            "named_share": float(np.mean(named)),
+            "misses": [{"category": names[int(category)], "answer": answer}
+                       for category, answer, hit in zip(categories, answers, named) if not hit][:8],
+        }
+        if protocol == "self_caption":
+            follows = [names[predicted_category[int(image)]] in answer for image, answer in zip(image_index, answers)]
+            results[protocol]["names_own_caption_share"] = float(np.mean(follows))
+    return results
 
 
 def distinct_images(table) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,8 +223,14 @@ def category_scores(model, processor, data, image_index: torch.Tensor, device, b
 
 
 def evaluate_classification(model, processor, table, data, device, batch_size: int, method: str) -> dict:
-    image_index, categories = distinct_images(table)
+    image_index, _ = distinct_images(table)
     scores = category_scores(model, processor, data, image_index, device, batch_size, method)
+    return classification_metrics(scores, data, table)
+
+
+def classification_metrics(scores: torch.Tensor, data, table) -> dict:
+    """Top-1/top-5 and the per-class figures of category `scores` `(M, C)` for the table's distinct images."""
+    _, categories = distinct_images(table)
     metrics = ZeroShotClassification().compute(
         predictions=scores.tolist(), references=categories.tolist(), label_names=data.class_names)
     metrics.pop("label_names")
@@ -159,15 +252,26 @@ def select_classification_method(model, processor, validation_table, data, devic
 
 
 def evaluate_fold(model, processor, data, device, batch_size: int, max_questions: int | None = None) -> dict:
-    """The paper's evaluation on the test fold of `data` (FoldData): VQA with captions, classification without, by
-    the method that classifies the validation fold best."""
+    """The evaluation on the test fold of `data` (FoldData): classification without captions by the method that
+    classifies the validation fold best; VQA in every protocol with the blank-image floor (`max_questions`: a fixed
+    random subset of the test pairs), the category question's answers, and the grounded fact scores."""
     method = select_classification_method(model, processor, data.validation, data, device, batch_size)
     generation = shared_generation_config(processor, data.test.labels.shape[1])
+    image_index, _ = distinct_images(data.test)
+    scores = category_scores(model, processor, data, image_index, device, batch_size, method)
+    # Self-captioning ranks like `rank_categories` with the processor's method (what mvaema-predict and the demo
+    # show); the peer has no ranking of its own worth a caption, and is asked the protocols it can answer.
+    predicted_category = {}
+    if hasattr(model.config, "use_itc"):
+        predicted_category = dict(zip(image_index.tolist(), scores.argmax(1).tolist()))
+    vqa = evaluate_vqa_protocols(model, processor, data, device, batch_size, predicted_category, max_questions)
     return {
-        "vqa": evaluate_vqa(model, processor, data.test, data.pixel_store, device, batch_size, max_questions),
+        "vqa": {score: value for score, value in vqa["caption"]["image"].items() if score != "facts"},
+        "vqa_protocols": vqa,
         "generation": decoding_settings(generation, processor),
-        "classification": evaluate_classification(model, processor, data.test, data, device, batch_size, method),
+        "classification": classification_metrics(scores, data, data.test),
         "classification_method": method,
-        "caption_following": evaluate_caption_following(model, processor, data.test, data, device, batch_size),
+        "category_answers": evaluate_category_answers(model, processor, data.test, data, device, batch_size,
+                                                      predicted_category),
         "parameters": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
     }

@@ -75,16 +75,53 @@ def _model_section(runs: list[dict], folds: list[int]) -> dict:
         section["vqa_examples"] = runs[0]["vqa"].get("examples", [])
     if "generation" in runs[0]:
         section["generation"] = runs[0]["generation"]
-    if "caption_following" in runs[0]:
-        shares = [run["caption_following"]["named_share"] for run in runs]
-        section["caption_following"] = {"named_share": float(np.mean(shares)), "named_share_std": float(np.std(shares)),
-                                        "misses": runs[0]["caption_following"]["misses"]}
+    if "vqa_protocols" in runs[0]:
+        section["protocols"], section["protocols_std"] = _mean_and_std([protocol_numbers(run) for run in runs])
+        section["facts_by_family"] = facts_by_family(runs[0]["vqa_protocols"])
+        section["category_answer_misses"] = {protocol: answers["misses"]
+                                             for protocol, answers in runs[0]["category_answers"].items()
+                                             if isinstance(answers, dict)}
     if "parameters" in runs[0]:
         section["parameters"] = runs[0]["parameters"]
     section["epochs"] = [run["training"]["epochs"] for run in runs]
     if "passes_per_epoch" in runs[0]["training"]:
         section["passes_per_epoch"] = runs[0]["training"]["passes_per_epoch"]
     return section
+
+
+def protocol_numbers(run: dict) -> dict:
+    """The figures of one run's answers per prompt protocol, flat, for fold means: VQA scores with the image and with
+    the blank image and their difference, the fact accuracy likewise, and how often the answer to the category
+    question names the true category (and, self-captioned, the caption's category)."""
+    numbers = {}
+    for protocol, scores in run["vqa_protocols"].items():
+        if not isinstance(scores, dict):
+            continue
+        for score in ("bleu2", "meteor"):
+            numbers[f"{protocol}/{score}"] = scores["image"][score]
+            numbers[f"{protocol}/blank_{score}"] = scores["blank"][score]
+            numbers[f"{protocol}/adds_{score}"] = scores["image_adds"][score]
+        if "facts" in scores["image"]:
+            for name in ("image", "blank"):
+                numbers[f"{protocol}/{name}_facts"] = scores[name]["facts"]["accuracy"] or 0.0
+            numbers[f"{protocol}/adds_facts"] = numbers[f"{protocol}/image_facts"] - numbers[f"{protocol}/blank_facts"]
+    for protocol, answers in run["category_answers"].items():
+        if isinstance(answers, dict):
+            numbers[f"{protocol}/category_named"] = answers["named_share"]
+            if "names_own_caption_share" in answers:
+                numbers[f"{protocol}/names_own_caption"] = answers["names_own_caption_share"]
+    return numbers
+
+
+def facts_by_family(protocols: dict) -> dict:
+    """{protocol: {"image"|"blank": {family: accuracy}, "left_out": [...]}} of one run (the first fold's)."""
+    table = {}
+    for protocol, scores in protocols.items():
+        if isinstance(scores, dict) and "facts" in scores["image"]:
+            table[protocol] = {name: {family: tally["accuracy"] for family, tally in scores[name]["facts"]["families"].items()}
+                               for name in ("image", "blank")}
+            table[protocol]["left_out"] = sorted(scores["image"]["facts"]["left_out"])
+    return table
 
 
 def _cell(summary: dict, variant: str, part: str, key: str) -> str:
@@ -118,17 +155,77 @@ def vqa_tables(summary: dict) -> list[str]:
              "|---" * (len(VQA_COLUMNS) + 1) + "|"]
     lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |"
               for v in models]
-    return lines + decoding_line(summary, models) + caption_following_lines(summary, models)
+    return lines + decoding_line(summary, models) + protocol_table(summary, models) + fact_family_tables(summary, models)
 
 
-def caption_following_lines(summary: dict, models: list[str]) -> list[str]:
-    """How often the answer to the category question names the category its prompt's caption states."""
-    shares = [f"{display_name(model)} {summary[model]['caption_following']['named_share']:.1%}"
-              for model in models if "caption_following" in summary[model]]
-    if not shares:
+PROTOCOL_NAMES = {"caption": "true caption (paper)", "no_caption": "no caption", "self_caption": "own caption"}
+
+
+def protocol_table(summary: dict, models: list[str]) -> list[str]:
+    """Table 1b: each protocol's answers with the micrograph, with one blank image, and what the image adds."""
+    models = [model for model in models if "protocols" in summary[model]]
+    if not models:
         return []
-    return ["", "With the true category caption in the prompt, the answer to the category question names that "
-                f"category: {', '.join(shares)} of the test micrographs."]
+    lines = ["", "**Table 1b: answers by prompt protocol, with the micrograph / with one blank grey image for every "
+                 "question (the question-only floor) / what the image adds**", "",
+             "| Model | Protocol | BLEU-2 | BLEU-2 blank | BLEU-2 adds | METEOR | METEOR blank | METEOR adds | Facts | "
+             "Facts blank | Facts adds | Category named |", "|---" * 12 + "|"]
+    for model in models:
+        numbers = summary[model]["protocols"]
+        for protocol, name in PROTOCOL_NAMES.items():
+            if f"{protocol}/bleu2" not in numbers:
+                continue
+            keys = ["bleu2", "blank_bleu2", "adds_bleu2", "meteor", "blank_meteor", "adds_meteor", "image_facts",
+                    "blank_facts", "adds_facts", "category_named"]
+            cells = [_protocol_cell(summary, model, f"{protocol}/{key}") for key in keys]
+            lines.append(f"| {display_name(model)} | {name} | " + " | ".join(cells) + " |")
+    return lines + category_answer_lines(summary, models)
+
+
+def _protocol_cell(summary: dict, model: str, key: str) -> str:
+    if key not in summary[model]["protocols"]:
+        return "–"
+    mean, std = summary[model]["protocols"][key], summary[model]["protocols_std"][key]
+    return f"{mean:.3f} ± {std:.3f}" if len(summary[model]["folds"]) > 1 else f"{mean:.3f}"
+
+
+def category_answer_lines(summary: dict, models: list[str]) -> list[str]:
+    """The category question's answers beside the ranking: from the pixels (no caption) against ITC top-1."""
+    lines = ["", "Category named: how often the answer to \"Identify the specific type of nanomaterial\" names the "
+                 "test micrograph's true category (one answer per micrograph). Facts: the share of checkable facts "
+                 "stated correctly (metrics/grounded_facts; built-in synthetic corpus only)."]
+    for model in models:
+        numbers = summary[model]["protocols"]
+        parts = [f"without a caption {numbers['no_caption/category_named']:.3f}",
+                 f"{summary[model]['classification_method'][0].upper()} top-1 "
+                 f"{summary[model]['classification']['top1']:.3f}"]
+        if "self_caption/names_own_caption" in numbers:
+            parts.append(f"self-captioned, the answer names the model's own top category "
+                         f"{numbers['self_caption/names_own_caption']:.1%} of the time")
+        lines.append(f"- {display_name(model)}: {'; '.join(parts)}.")
+    return lines
+
+
+def fact_family_tables(summary: dict, models: list[str]) -> list[str]:
+    """Table 1c: the fact accuracy per question family (first fold), with the micrograph and with the blank image."""
+    models = [model for model in models if summary[model].get("facts_by_family")]
+    if not models:
+        return []
+    first = summary[models[0]]["facts_by_family"]
+    families = sorted({family for protocol in first.values() for family in protocol["image"]})
+    lines = ["", f"**Table 1c: grounded fact accuracy per question family (fold {summary[models[0]]['folds'][0]}), "
+                 "micrograph / blank image**", "",
+             "| Model | Protocol | " + " | ".join(families) + " |", "|---" * (len(families) + 2) + "|"]
+    for model in models:
+        for protocol, table in summary[model]["facts_by_family"].items():
+            cells = [f"{_maybe(table['image'].get(f))} / {_maybe(table['blank'].get(f))}" for f in families]
+            lines.append(f"| {display_name(model)} | {PROTOCOL_NAMES[protocol]} | " + " | ".join(cells) + " |")
+    left_out = first[next(iter(first))]["left_out"]
+    return lines + ["", f"Left out (their answers state no checkable fact): {', '.join(left_out)}."]
+
+
+def _maybe(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def classification_models(summary: dict) -> list[str]:
@@ -318,9 +415,22 @@ def best_baseline(summary: dict) -> str | None:
 def headline(summary: dict) -> str:
     """MVaEMa next to the best baseline it trained: top-1, top-5, macro F1 (mean ± std over folds)."""
     rows = [model for model in (MVAEMA, best_baseline(summary)) if model in summary]
-    return "\n".join(f"{display_name(model)}: " + ", ".join(
+    lines = [f"{display_name(model)}: " + ", ".join(
         f"{name} {_cell(summary, model, 'classification', key)}" for name, key in CLASSIFICATION_COLUMNS)
-        for model in rows)
+        for model in rows]
+    return "\n".join(lines + [answers_headline(summary, model) for model in (MVAEMA, PEER)
+                               if "protocols" in summary.get(model, {})])
+
+
+def answers_headline(summary: dict, model: str) -> str:
+    """Whether a model's answers come from the micrograph: the category named without a caption next to its ranking's
+    top-1, and what the image adds over a blank image to the answers asked without a caption."""
+    section = summary[model]
+    return (f"{display_name(model)} answers: without a caption the category answer names the true category "
+            f"{_protocol_cell(summary, model, 'no_caption/category_named')} ({section['classification_method'][0].upper()} "
+            f"ranking top-1 {_cell(summary, model, 'classification', 'top1')}); the micrograph adds "
+            f"{_protocol_cell(summary, model, 'no_caption/adds_bleu2')} BLEU-2 and "
+            f"{_protocol_cell(summary, model, 'no_caption/adds_meteor')} METEOR over a blank image (no caption).")
 
 
 def print_summary(summary: dict, output_dir: Path) -> None:

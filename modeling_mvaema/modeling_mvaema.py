@@ -763,15 +763,28 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         attention_mask: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
         encoder_outputs: MVaEMaEncoderOutput | None = None,
+        captioned_input_ids: torch.LongTensor | None = None,
+        captioned_attention_mask: torch.LongTensor | None = None,
+        caption_candidate_input_ids: torch.LongTensor | None = None,
+        caption_candidate_attention_mask: torch.LongTensor | None = None,
         **generate_kwargs,
     ) -> torch.LongTensor:
         """Answer the questions: `(B, 1 + new_tokens)` ids starting with [DEC] (decode with the processor).
+
+        With the processor's self-captioning inputs (`captioned_*` `(B, C, Lq')`, `caption_candidate_*` `(C, Lc)`:
+        `MVaEMaProcessor(..., self_caption=True)`), each question is asked after the category caption the model ranks
+        first for its image (`self_captioned_prompts`) instead of as `input_ids`.
 
         Images and questions are encoded once, here, before `GenerationMixin.generate` expands them for beams or
         samples; the decoder's cache keeps the keys/values of its memory (image patches and fused question states),
         so they too are projected once. `generate_kwargs` are the usual ones (`max_new_tokens`, `num_beams`, `do_sample`, `generation_config`,
         ...); the defaults live in `model.generation_config`.
         """
+        if captioned_input_ids is not None:
+            input_ids, attention_mask = self.self_captioned_prompts(
+                pixel_values, image_index, captioned_input_ids, captioned_attention_mask,
+                caption_candidate_input_ids, caption_candidate_attention_mask,
+            )
         if encoder_outputs is None:
             attention_mask = self.mvaema.text_attention_mask(input_ids, attention_mask)
             encoded = self._encode(pixel_values, input_ids, attention_mask, image_index)
@@ -782,6 +795,39 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **generate_kwargs
         )
+
+    @torch.no_grad()
+    def self_captioned_prompts(
+        self,
+        pixel_values: torch.FloatTensor,
+        image_index: torch.LongTensor | None,
+        captioned_input_ids: torch.LongTensor,
+        captioned_attention_mask: torch.LongTensor,
+        caption_candidate_input_ids: torch.LongTensor,
+        caption_candidate_attention_mask: torch.LongTensor | None = None,
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Each question's prompt with the category caption the model ranks first for its image: the ITC ranking of
+        the C candidate captions `(C, Lc)` (ITM's without ITC), as `classify` ranks them. Returns `input_ids` and
+        `attention_mask` `(B, Lq')`, row i being `captioned_input_ids[i, top caption of image image_index[i]]`."""
+        if captioned_input_ids.ndim != 3 or caption_candidate_input_ids is None:
+            raise ValueError(
+                "self-captioning needs captioned_input_ids [batch, captions, length] and caption_candidate_input_ids "
+                "[captions, length], as MVaEMaProcessor(..., self_caption=True) makes them."
+            )
+        if pixel_values is None:
+            raise ValueError("self-captioning ranks the captions against the images: pass pixel_values.")
+        method = "itc" if self.config.use_itc else "itm"
+        ranking = self.classify(
+            pixel_values, caption_candidate_input_ids, caption_candidate_attention_mask, method=method, top_k=1
+        )
+        chosen = ranking.top_k_indices[:, 0]
+        check_image_index(image_index, chosen.shape[0], captioned_input_ids.shape[0])
+        if image_index is not None:
+            chosen = chosen[image_index]
+        rows = torch.arange(captioned_input_ids.shape[0], device=chosen.device)
+        input_ids, attention_mask = captioned_input_ids[rows, chosen], captioned_attention_mask[rows, chosen]
+        length = int(attention_mask.sum(1).max())
+        return input_ids[:, :length], attention_mask[:, :length]
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         """GenerationMixin's inputs plus the positions of the decoder tokens fed in this step: without causal

@@ -127,6 +127,10 @@ class MVaEMaProcessor(ProcessorMixin):
         classification_question (`str`, optional): the question asked (without a caption) when classifying.
         classification_method (`str`, optional): `"itc"`, `"itm"` or `"lm"`, the default of `rank_categories`
             (training picks the best one on validation data).
+        self_caption (`bool`, defaults to `True`): questions asked without captions and without answers (inference)
+            also get what `model.generate` needs to caption them itself: every category caption before each question
+            and the captions alone, which the model ranks against the image (see `__call__`). Needs
+            `category_captions`; set it to `False` to ask the bare questions.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class MVaEMaProcessor(ProcessorMixin):
         category_captions: list[str] | None = None,
         classification_question: str | None = None,
         classification_method: str | None = None,
+        self_caption: bool = True,
     ):
         super().__init__(image_processor, tokenizer)
         self.max_question_length = max_question_length
@@ -149,6 +154,7 @@ class MVaEMaProcessor(ProcessorMixin):
         self.category_captions = category_captions
         self.classification_question = classification_question
         self.classification_method = classification_method
+        self.self_caption = self_caption
 
     @classmethod
     def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
@@ -179,6 +185,7 @@ class MVaEMaProcessor(ProcessorMixin):
         max_question_length: int | None = None,
         max_answer_length: int | None = None,
         text: str | Sequence[str] | None = None,
+        self_caption: bool | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -192,10 +199,16 @@ class MVaEMaProcessor(ProcessorMixin):
             captions: per question an optional caption (or None), placed before the question.
             answers: per question the target answer (training); gives `labels`.
             image_index: per question the position of its image in `images` (each image is then encoded once).
+            self_caption: add the inputs with which `model.generate` captions each question itself (the category
+                caption it ranks first for the image goes before the question). Default: `self.self_caption` when
+                neither captions nor answers are given and the processor knows the category captions.
 
         Returns a `BatchFeature` with `pixel_values` `(N, 3, 224, 224)`, `input_ids` and `attention_mask` `(B, Lq)`
         ("[CLS] caption question [SEP]", padded to the longest), and if given `labels` `(B, La)` ("answer [SEP]",
-        -100 on padding) and `image_index` `(B,)`.
+        -100 on padding) and `image_index` `(B,)`. With self-captioning also `captioned_input_ids` and
+        `captioned_attention_mask` `(B, C, Lq')` (question i after category caption c) and
+        `caption_candidate_input_ids`, `caption_candidate_attention_mask` `(C, Lc)` ("[CLS] caption [SEP]" of each of
+        the C categories).
         """
         if text is not None:
             if questions is not None:
@@ -210,8 +223,15 @@ class MVaEMaProcessor(ProcessorMixin):
         answers = self._check_optional_list("answers", answers, batch_size)
         if answers is not None:
             self._check_texts("answers", answers)
-        question_ids = self._question_ids(questions, captions, max_question_length or self.max_question_length)
+        max_question_length = max_question_length or self.max_question_length
+        question_ids = self._question_ids(questions, captions, max_question_length)
         data = self.tokenizer.pad({"input_ids": question_ids}, return_attention_mask=True)
+        if self_caption is None:
+            self_caption = self.self_caption and captions is None and answers is None and bool(self.category_captions)
+        if self_caption:
+            if captions is not None or answers is not None:
+                raise ValueError("self_caption=True captions the questions itself; pass no captions or answers.")
+            data.update(self._self_caption_inputs(questions, max_question_length))
         if answers is not None:
             data["labels"] = self._answer_labels(answers, max_answer_length or self.max_answer_length)
         if images is not None:
@@ -261,6 +281,31 @@ class MVaEMaProcessor(ProcessorMixin):
                 )
             )
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _self_caption_inputs(self, questions: list[str], max_question_length: int) -> dict:
+        """`captioned_*` `(B, C, L)`: each question after each category caption; `caption_candidate_*` `(C, Lc)`: the
+        captions alone, as classification compares them with the image."""
+        captions = self.category_captions
+        if not captions:
+            raise ValueError(
+                "self_caption needs the category captions; this processor has none (set category_captions, as the "
+                "training script does, or pass self_caption=False)."
+            )
+        prompts = self._question_ids(
+            [question for question in questions for _ in captions], list(captions) * len(questions), max_question_length
+        )
+        padded = self.tokenizer.pad({"input_ids": prompts}, return_attention_mask=True)
+        per_question = len(captions)
+
+        def grouped(rows: list[list[int]]) -> list[list[list[int]]]:
+            return [rows[start : start + per_question] for start in range(0, len(rows), per_question)]
+
+        caption_ids = [ids[:max_question_length] for ids in self.tokenizer(list(captions))["input_ids"]]
+        return {
+            "captioned_input_ids": grouped(padded["input_ids"]),
+            "captioned_attention_mask": grouped(padded["attention_mask"]),
+            **self._padded("caption_candidate", caption_ids),
+        }
 
     def _padded(self, prefix: str, token_ids: list[list[int]]) -> dict:
         padded = self.tokenizer.pad({"input_ids": token_ids}, return_attention_mask=True)

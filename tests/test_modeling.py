@@ -759,3 +759,47 @@ def test_captions_are_one_text_per_category_in_the_contrastive_loss():
     caption_term = reference_itc(image_features, caption_features, [0, 1, 0], [0, 1], model.mvaema.temperature)
     torch.testing.assert_close(with_captions.loss_itc, (pair_only.loss_itc + caption_term) / 2)
     torch.testing.assert_close(with_captions.loss_lm, pair_only.loss_lm)
+
+
+def categorised_processor() -> MVaEMaProcessor:
+    processor = tiny_processor()
+    processor.category_names = ["MEMS", "Fibres", "Tips"]
+    processor.category_captions = ["SEM micrograph of a MEMS device", "SEM micrograph", "a micrograph of tips"]
+    return processor
+
+
+def test_the_processor_adds_self_captioning_inputs_only_to_uncaptioned_inference_prompts():
+    processor = categorised_processor()
+    images = micrographs(2)
+    asked = processor(images=images, questions=QUESTIONS[:2])
+    assert asked["captioned_input_ids"].shape[:2] == (2, 3)
+    assert asked["caption_candidate_input_ids"].shape[0] == 3
+    expected = processor(questions=[QUESTIONS[1]], captions=[processor.category_captions[2]])["input_ids"][0]
+    row = asked["captioned_input_ids"][1, 2]
+    torch.testing.assert_close(row[: len(expected)], expected)
+    for plain in (processor(images=images, questions=QUESTIONS[:2], self_caption=False),
+                  processor(images=images, questions=QUESTIONS[:2], captions=["SEM micrograph", None]),
+                  processor(images=images, questions=QUESTIONS[:2], answers=ANSWERS[:2]),
+                  tiny_processor()(images=images, questions=QUESTIONS[:2])):
+        assert "captioned_input_ids" not in plain
+    with pytest.raises(ValueError, match="self_caption=True captions the questions itself"):
+        processor(images=images, questions=QUESTIONS[:2], captions=["SEM micrograph", None], self_caption=True)
+    with pytest.raises(ValueError, match="self_caption needs the category captions"):
+        tiny_processor()(images=images, questions=QUESTIONS[:2], self_caption=True)
+
+
+@pytest.mark.parametrize("ablation", [None, "no_itc"])
+def test_self_captioned_generation_asks_after_the_caption_the_model_ranks_first(ablation):
+    """generate() with the processor's self-captioning inputs answers exactly as if each question had been asked
+    after the caption of its image's top-ranked category (ITC; ITM without ITC)."""
+    model, processor = tiny_model(ablation).eval(), categorised_processor()
+    images = micrographs(2)
+    inputs = processor(images=images, questions=QUESTIONS, image_index=[0, 1, 1, 0])
+    settings = dict(max_new_tokens=6, min_new_tokens=6, no_repeat_ngram_size=0)
+    self_captioned = model.generate(**inputs, **settings)
+    ranking = model.classify(inputs["pixel_values"], inputs["caption_candidate_input_ids"],
+                             inputs["caption_candidate_attention_mask"], method="itm" if ablation else "itc")
+    top = ranking.top_k_indices[:, 0].tolist()
+    captions = [processor.category_captions[top[image]] for image in (0, 1, 1, 0)]
+    captioned = processor(images=images, questions=QUESTIONS, captions=captions, image_index=[0, 1, 1, 0])
+    assert torch.equal(self_captioned, model.generate(**captioned, **settings))

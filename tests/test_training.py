@@ -63,11 +63,21 @@ def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path, capsys):
     assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables and "| VanillaViT (supervised) |" in tables
     assert "**Table 4: Gradient + spectrum features (logistic regression) per category**" in tables
     assert "Decoding (every model alike): greedy" in tables
-    for section in ("mvaema", "blip_peer"):  # the true caption in the prompt: is the category named in the answer?
-        assert 0.0 <= summary[section]["caption_following"]["named_share"] <= 1.0
-    assert "With the true category caption in the prompt, the answer to the category question names that category: MVaEMa" in tables
+    # Every protocol with the blank-image floor; the peer has no ranking of its own to caption with.
+    protocols = {"mvaema": ("caption", "no_caption", "self_caption"), "blip_peer": ("caption", "no_caption")}
+    for section, asked in protocols.items():
+        numbers = summary[section]["protocols"]
+        assert {key.split("/")[0] for key in numbers} == set(asked)
+        for protocol in asked:
+            assert 0.0 <= numbers[f"{protocol}/category_named"] <= 1.0
+            assert numbers[f"{protocol}/adds_bleu2"] == pytest.approx(
+                numbers[f"{protocol}/bleu2"] - numbers[f"{protocol}/blank_bleu2"])
+            assert 0.0 <= numbers[f"{protocol}/image_facts"] <= 1.0  # the synthetic corpus knows its facts
+    assert "| MVaEMa | own caption |" in tables and "| BLIP peer (transformers) | no caption |" in tables
+    assert "**Table 1c: grounded fact accuracy per question family" in tables
     printed = capsys.readouterr().out
     assert "\nMVaEMa: Top-1 " in printed and any(line.startswith(("VanillaViT", "Gradient")) for line in printed.splitlines())
+    assert "MVaEMa answers: without a caption the category answer names the true category" in printed
     model_dir = tmp_path / "out" / "model"
     assert (model_dir / "model.safetensors").exists() and not list(model_dir.glob("*.bin"))
     card = (model_dir / "README.md").read_text()

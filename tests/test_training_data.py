@@ -45,10 +45,12 @@ def corpus_without_the_image_shows() -> datasets.Dataset:
             for question, answer in ((CLASSIFICATION_QUESTION, f"Most likely: {phrasing[category]}."),
                                      ("Describe the surface.", f"Seen at this scale, {phrasing[category].lower()}.")):
                 rows.append({"image_id": f"{category}-{index}", "question": question, "answer": answer,
-                             "caption": caption_for_category(CATEGORIES[category]), "category": category})
+                             "caption": caption_for_category(CATEGORIES[category]), "category": category,
+                             "family": "basics" if question == CLASSIFICATION_QUESTION else "surface_characteristics"})
     features = datasets.Features({"image_id": datasets.Value("string"), "question": datasets.Value("string"),
                                   "answer": datasets.Value("string"), "caption": datasets.Value("string"),
-                                  "category": datasets.ClassLabel(names=CATEGORIES)})
+                                  "category": datasets.ClassLabel(names=CATEGORIES),
+                                  "family": datasets.Value("string")})
     return datasets.Dataset.from_list(rows, features=features)
 
 
@@ -180,14 +182,16 @@ def test_every_epoch_asks_each_image_its_category_question_when_asked_to():
 
 
 @pytest.mark.slow
-def test_a_trained_model_names_the_category_its_caption_states():
+def test_a_trained_model_names_the_category_its_caption_states_and_agrees_with_its_ranking():
     """The paper's VQA protocol puts the true category caption in the prompt; the answer to the category question
     must then name that category (at least 98 % of the time), measured by the evaluation's own check on a model
-    trained by the training batches (category question asked every epoch, always with its caption)."""
+    trained by the training batches (category question asked every epoch, with its caption half the time).
+    Self-captioned (the caption of the category its ITC ranking puts first, as mvaema-predict and the demo ask), the
+    answer names the ranking's category: the answer and the ranking shown beside it never contradict each other."""
     from types import SimpleNamespace
 
     from dataset_builder.question_families import readable_category
-    from instruct_tuning.evaluation import evaluate_caption_following
+    from instruct_tuning.evaluation import category_scores, distinct_images, evaluate_category_answers
 
     rows = []
     for category, name in enumerate(CATEGORIES):
@@ -196,7 +200,7 @@ def test_a_trained_model_names_the_category_its_caption_states():
                                      ("Describe the surface.", "A flat ground under the features."),
                                      ("Estimate the size.", "About a micrometre across.")):
                 rows.append({"image_id": f"{category}-{index}", "question": question, "answer": answer,
-                             "caption": caption_for_category(name), "category": category})
+                             "caption": caption_for_category(name), "category": category, "family": "basics"})
     features = corpus_without_the_image_shows().features
     corpus = datasets.Dataset.from_list(rows, features=features)
     processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
@@ -221,9 +225,13 @@ def test_a_trained_model_names_the_category_its_caption_states():
             optimizer.step()
 
     data = SimpleNamespace(pixel_store=store, class_names=CATEGORIES)
-    following = evaluate_caption_following(model, processor, table, data, "cpu", batch_size=32)
-    assert following["images"] == len(CATEGORIES) * IMAGES_PER_CATEGORY
-    assert following["named_share"] >= 0.98, following["misses"]
+    image_index, _ = distinct_images(table)
+    ranking = category_scores(model, processor, data, image_index, "cpu", batch_size=32, method="itc").argmax(1)
+    answers = evaluate_category_answers(model, processor, table, data, "cpu", batch_size=32,
+                                        predicted_category=dict(zip(image_index.tolist(), ranking.tolist())))
+    assert answers["images"] == len(CATEGORIES) * IMAGES_PER_CATEGORY
+    assert answers["caption"]["named_share"] >= 0.98, answers["caption"]["misses"]
+    assert answers["self_caption"]["names_own_caption_share"] == 1.0
 
 
 def test_views_per_epoch_count_each_micrographs_question_groups():
