@@ -3,7 +3,8 @@
 A run folder holds at most one complete `checkpoint-epoch-<N>` (model, optimiser and RNG states saved by accelerate,
 plus `training_state.json`), `best/` (the model with the lowest finite validation loss so far) and, once evaluated,
 `result.json`. Each of them is written under a temporary name, flushed and renamed, so a kill or a full disk
-leaves the previous complete one in place.
+leaves the previous complete one in place. `best/` and each checkpoint list the files the run wrote into them
+(`OWN_FILES_LIST`, with their sizes); a folder is only ever deleted or replaced while it holds nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import (
     REPLACED_SUFFIX,
     fsync_path,
@@ -30,6 +32,7 @@ TRAINING_STATE_FILE = "training_state.json"
 PARTIAL_CHECKPOINT = "checkpoint-partial"
 BEST_DIR = "best"
 RESULT_FILE = "result.json"
+OWN_FILES_LIST = "files-written-by-the-run.json"
 
 
 @dataclass
@@ -65,13 +68,15 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainingStat
     accelerator.save_state(str(partial), safe_serialization=True)
     accelerator.wait_for_everyone()  # each process writes its own RNG state: all of them must be done
     if accelerator.is_main_process:
+        older = [old for old in run_dir.glob("checkpoint-epoch-*") if old != final]
+        check_only_own_files(older)
         write_text_atomically(partial / TRAINING_STATE_FILE, json.dumps(asdict(state)))
+        record_own_files(partial)
         fsync_tree(partial)
         os.replace(partial, final)
         fsync_path(run_dir)
-        for old in run_dir.glob("checkpoint-epoch-*"):
-            if old != final:
-                shutil.rmtree(old)
+        for old in older:
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
@@ -84,9 +89,11 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> TrainingState
 def save_best(model, run_dir: Path) -> None:
     """`save_pretrained` into a staging folder, then swap it in for `best/` (call on the main process only)."""
     recover_directory(run_dir / BEST_DIR)
+    check_only_own_files([run_dir / BEST_DIR])
     staged = run_dir / f"{BEST_DIR}.partial"
     shutil.rmtree(staged, ignore_errors=True)
     model.save_pretrained(staged)
+    record_own_files(staged)
     replace_directory(staged, run_dir / BEST_DIR)
 
 
@@ -103,7 +110,41 @@ def best_model_dir(run_dir: Path) -> Path:
 def clear_run_outputs(run_dir: Path) -> None:
     """What an earlier run left in this run folder (best model, checkpoints, result), removed before a fresh run so
     that nothing stale is ever loaded as this run's."""
-    stale = [run_dir / name for name in (BEST_DIR, f"{BEST_DIR}.partial", BEST_DIR + REPLACED_SUFFIX, PARTIAL_CHECKPOINT)]
-    for folder in [*stale, *run_dir.glob("checkpoint-epoch-*")]:
+    recover_directory(run_dir / BEST_DIR)
+    kept = [run_dir / BEST_DIR, *run_dir.glob("checkpoint-epoch-*")]
+    check_only_own_files(kept)
+    scratch = [run_dir / name for name in (f"{BEST_DIR}.partial", BEST_DIR + REPLACED_SUFFIX, PARTIAL_CHECKPOINT)]
+    for folder in [*kept, *scratch]:
         shutil.rmtree(folder, ignore_errors=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
+
+
+def record_own_files(folder: Path) -> None:
+    """List the files of `folder` (just written by the run) with their sizes, in the folder itself."""
+    write_text_atomically(folder / OWN_FILES_LIST, json.dumps(_file_sizes(folder)))
+
+
+def check_only_own_files(folders: list[Path]) -> None:
+    """Raise `ArgumentError` naming the files of `folders` that the run did not write, or changed since (a user's
+    notes, weights copied in): deleting or replacing those folders would lose them."""
+    foreign = [f"{folder}/{name}" for folder in folders if folder.is_dir() for name in _foreign_files(folder)]
+    if foreign:
+        raise ArgumentError(
+            f"--output_dir: {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''} were not written by a "
+            "training run (or were changed since), and this run would delete them; move them out of the run "
+            "folder or choose another --output_dir"
+        )
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    try:
+        own = json.loads((folder / OWN_FILES_LIST).read_text())
+    except (OSError, ValueError):  # no list (or a damaged one): nothing in the folder is known to be the run's
+        own = {}
+    own = own if isinstance(own, dict) else {}
+    return sorted(name for name, size in _file_sizes(folder).items() if own.get(name) != size)
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    files = (path for path in folder.rglob("*") if path.is_file() or path.is_symlink())
+    return {str(path.relative_to(folder)): path.lstat().st_size for path in files if path.name != OWN_FILES_LIST}

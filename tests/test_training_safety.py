@@ -43,6 +43,7 @@ def test_best_model_survives_a_save_that_fails_half_way(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "best").mkdir(parents=True)
     (run_dir / "best" / "model.safetensors").write_text("epoch 1 weights")
+    checkpoints.record_own_files(run_dir / "best")  # as save_best leaves it
 
     class HalfSaved:
         def save_pretrained(self, folder):
@@ -148,7 +149,8 @@ def test_checkpoint_is_renamed_only_after_every_process_wrote_and_a_stale_partia
 
     assert log.index("rename") > log.index("save_state") + 1 and log[log.index("save_state") + 1] == "wait_for_everyone"
     final = run_dir / "checkpoint-epoch-2"
-    assert sorted(path.name for path in final.iterdir()) == ["model.safetensors", "random_states_0.pkl", "training_state.json"]
+    assert sorted(path.name for path in final.iterdir()) == [checkpoints.OWN_FILES_LIST, "model.safetensors",
+                                                             "random_states_0.pkl", "training_state.json"]
     assert not stale.exists()
 
 
@@ -162,6 +164,33 @@ def test_a_fresh_run_clears_what_an_earlier_run_left(tmp_path):
     assert sorted(path.name for path in run_dir.iterdir()) == ["notes.txt"]
     with pytest.raises(FloatingPointError, match="no epoch had a finite validation loss"):
         checkpoints.best_model_dir(run_dir)
+
+
+class SavedModel:
+    def save_pretrained(self, folder):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_text("weights")
+
+
+def test_a_fresh_run_refuses_to_delete_files_it_did_not_write(tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoints.save_checkpoint(RecordingAccelerator([]), run_dir, checkpoints.TrainingState(epoch=3))
+    checkpoints.save_best(SavedModel(), run_dir)
+    (run_dir / "best" / "notes.md").write_text("the user's notes")
+    (run_dir / "checkpoint-epoch-3" / "model.safetensors").write_text("the user's own weights, copied over")
+    for operation in (lambda: checkpoints.clear_run_outputs(run_dir),
+                      lambda: checkpoints.save_best(SavedModel(), run_dir),
+                      lambda: checkpoints.save_checkpoint(RecordingAccelerator([]), run_dir,
+                                                          checkpoints.TrainingState(epoch=4))):
+        with pytest.raises(ArgumentError, match=r"--output_dir: .*(best/notes.md|checkpoint-epoch-3/model.safetensors)"):
+            operation()
+        assert (run_dir / "best" / "notes.md").read_text() == "the user's notes"
+        assert (run_dir / "checkpoint-epoch-3" / "model.safetensors").read_text().startswith("the user's own")
+
+    (run_dir / "best" / "notes.md").unlink()
+    (run_dir / "checkpoint-epoch-3" / "model.safetensors").write_text("weights")  # as the run wrote it
+    checkpoints.clear_run_outputs(run_dir)
+    assert not (run_dir / "best").exists() and not (run_dir / "checkpoint-epoch-3").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------
