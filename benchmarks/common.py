@@ -37,10 +37,11 @@ from instruct_tuning.data import (
     QACollator,
     QATable,
     build_pixel_store,
+    corpus_categories,
     synthetic_corpus,
     tokenize_split,
 )
-from instruct_tuning.factories import model_config, train_processor
+from instruct_tuning.factories import attach_categories, model_config, train_processor
 from instruct_tuning.factories import model_from_config as fresh_model
 from instruct_tuning.variants import MVAEMA
 from modeling_mvaema import MVaEMaConfig, MVaEMaProcessor
@@ -85,12 +86,14 @@ def prepare_workload(cache_dir: Path, per_category: int, seed: int = 0) -> Workl
 
 
 def _processor(corpus, saved: Path) -> MVaEMaProcessor:
-    """The training script's processor factory at the paper's vocabulary, saved for reruns and subprocesses."""
+    """The training script's processor factory at the paper's vocabulary, saved for reruns and subprocesses, with the
+    corpus's categories (the token tables hold each pair's position among them)."""
     if saved.exists():
-        return MVaEMaProcessor.from_pretrained(saved)
-    processor = train_processor(corpus, vocab_size=PAPER_VOCAB_SIZE)
-    processor.save_pretrained(saved)
-    return processor
+        processor = MVaEMaProcessor.from_pretrained(saved)
+    else:
+        processor = train_processor(corpus, vocab_size=PAPER_VOCAB_SIZE)
+        processor.save_pretrained(saved)
+    return attach_categories(processor, corpus_categories(corpus))
 
 
 def cpu_cores() -> int:

@@ -199,7 +199,8 @@ class QATable:
     """One split's QA pairs, tokenised once. Rows align with the split's dataset rows.
 
     image_index [N]: pixel-store index of each pair's image; prompt_ids / prompt_ids_no_caption [N, Lq] and
-    their masks; labels [N, La] (-100 on padding); category [N]; caption_ids / caption_mask [N, Lc]: "[CLS] caption
+    their masks; labels [N, La] (-100 on padding); category [N]: each pair's category as its position in the
+    processor's `category_names` (`category_positions`); caption_ids / caption_mask [N, Lc]: "[CLS] caption
     [SEP]" of each pair's image; asks_category [N] (bool): the pair asks the category question; questions,
     families, image_ids: each pair's question text, question family and corpus image id (evaluation reads them).
     """
@@ -226,6 +227,28 @@ def pad_columns(table: torch.Tensor, width: int, value: int) -> torch.Tensor:
     return torch.nn.functional.pad(table, (0, width - table.shape[1]), value=value)
 
 
+def corpus_categories(corpus: datasets.Dataset) -> list[str]:
+    """The categories the corpus has QA pairs (so images) of, in ClassLabel id order: what the processor ranks and
+    the metrics score. The ClassLabel may name more (a corpus of some SEM folders keeps the ten SEM ids, stable across
+    corpora), but a category without an image is never learnt: ranked, it can only take wrong answers."""
+    present = set(corpus.unique("category"))
+    return [name for label, name in enumerate(corpus.features["category"].names) if label in present]
+
+
+def category_positions(split: datasets.Dataset, category_names: Sequence[str] | None) -> torch.Tensor:
+    """Each row's category as its position in `category_names` (the processor's list), from its ClassLabel id: the
+    one place where corpus ids become the positions that tables, rankings, captions and metrics index."""
+    if not category_names:
+        raise ValueError("the processor has no categories: attach the corpus's first (factories.attach_categories)")
+    position = {name: index for index, name in enumerate(category_names)}
+    label_names = split.features["category"].names
+    missing = sorted({label_names[label] for label in split.unique("category")} - set(position))
+    if missing:
+        raise ValueError(f"the corpus has images of {missing}, which the processor does not rank "
+                         f"({list(category_names)})")
+    return torch.tensor([position[label_names[label]] for label in split["category"]])
+
+
 def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) -> QATable:
     questions = split["question"]
     with_caption = processor(questions=questions, captions=split["caption"], answers=split["answer"], return_tensors="pt")
@@ -241,7 +264,7 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
         prompt_ids_no_caption=pad_columns(without_caption["input_ids"], width, pad),
         prompt_mask_no_caption=pad_columns(without_caption["attention_mask"], width, 0),
         labels=with_caption["labels"],
-        category=torch.tensor(split["category"]),
+        category=category_positions(split, processor.category_names),
         caption_ids=captions["input_ids"],
         caption_mask=captions["attention_mask"],
         asks_category=torch.tensor([question == CLASSIFICATION_QUESTION for question in questions]),
@@ -439,5 +462,6 @@ def prepare_fold(corpus: datasets.Dataset, fold: int, num_folds: int, processor,
         if len(split) == 0:
             raise ValueError(f"fold {fold}: the {name} split is empty; use fewer --num-folds or more data")
     tables = {name: tokenize_split(split, processor, pixel_store) for name, split in splits.items()}
-    class_names = corpus.features["category"].names
+    # The tables hold positions in the processor's categories, so those are the class names every score uses.
+    class_names = list(processor.category_names)
     return FoldData(tables["train"], tables["validation"], tables["test"], pixel_store, class_names, facts)

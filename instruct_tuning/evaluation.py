@@ -112,7 +112,7 @@ def evaluation_rows(table, limit: int | None, seed: int = 0) -> torch.Tensor:
 
 def own_captions(processor, predicted_category: dict[int, int], image_index: torch.Tensor) -> list[str]:
     """Per pair, the caption of the category the model ranks first for its image (`predicted_category`: pixel-store
-    image index -> category id)."""
+    image index -> position in the processor's `category_names`, which the captions share)."""
     return [processor.category_captions[predicted_category[int(image)]] for image in image_index]
 
 
@@ -203,14 +203,16 @@ def evaluate_category_answers(model, processor, table, data, device, batch_size:
 
 
 def distinct_images(table) -> tuple[torch.Tensor, torch.Tensor]:
-    """One entry per distinct image of the table: (pixel-store image_index [M], category ids [M])."""
+    """One entry per distinct image of the table: (pixel-store image_index [M], category positions [M] in the
+    processor's `category_names`, the corpus's own categories: `data.category_positions`)."""
     image_index, first = np.unique(table.image_index.numpy(), return_index=True)
     return torch.from_numpy(image_index), table.category[torch.from_numpy(first)]
 
 
 @torch.no_grad()
 def category_scores(model, processor, data, image_index: torch.Tensor, device, batch_size: int, method: str) -> torch.Tensor:
-    """Scores [N_images, C] of every category for each image at `image_index` [N_images], asked without a caption."""
+    """Scores [N_images, C] of each of the processor's C categories (the corpus's own) for each image at
+    `image_index` [N_images], asked without a caption."""
     model.eval()
     text_inputs = {name: tensor.to(device) for name, tensor in processor.classification_inputs().items()}
     scores = []
@@ -229,7 +231,8 @@ def evaluate_classification(model, processor, table, data, device, batch_size: i
 
 
 def classification_metrics(scores: torch.Tensor, data, table) -> dict:
-    """Top-1/top-5 and the per-class figures of category `scores` `(M, C)` for the table's distinct images."""
+    """Top-1/top-5 and the per-class figures of category `scores` `(M, C)` for the table's distinct images, over
+    the corpus's own categories (`data.class_names`): macro figures never average over a category without images."""
     _, categories = distinct_images(table)
     metrics = ZeroShotClassification().compute(
         predictions=scores.tolist(), references=categories.tolist(), label_names=data.class_names)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dataset_builder.question_families import CLASSIFICATION_QUESTION, caption_for_category
+from instruct_tuning.data import corpus_categories
 from instruct_tuning.peer import BlipPeerForQuestionAnswering, blip_peer_config
 from instruct_tuning.variants import MVAEMA, PEER, ablation_of
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering, MVaEMaProcessor, train_wordpiece_tokenizer
@@ -26,7 +27,9 @@ def train_processor(corpus, vocab_size: int, image_size: int = 224, max_question
 
 
 def attach_categories(processor: MVaEMaProcessor, class_names: list[str]) -> MVaEMaProcessor:
-    """The corpus's categories and their label texts, which `rank_categories` and classification read.
+    """The corpus's categories (`data.corpus_categories`: those it has images of) and their label texts, which
+    `rank_categories`, classification and self-captioning read; whatever categories the processor had before (a
+    model trained on other categories, `--init_from`) are replaced.
 
     The label texts come from the caption template (`caption_for_category`), not from a teacher's answers: a corpus
     written by any teacher classifies the same way, and training fits the model to them (ITC contrasts images with
@@ -68,6 +71,6 @@ def build_processor(corpus, args) -> MVaEMaProcessor:
     else:
         image_size = args.overrides.get("vision_config", {}).get("image_size", 224)
         processor = train_processor(corpus, args.vocab_size, image_size, args.max_question_length, args.max_answer_length)
-    attach_categories(processor, corpus.features["category"].names)
+    attach_categories(processor, corpus_categories(corpus))
     processor.save_pretrained(saved)
     return processor

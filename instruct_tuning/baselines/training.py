@@ -55,7 +55,8 @@ class BaselineSettings:
 
 @dataclass
 class LabelledImages:
-    """Distinct images of one split: their pixel-store `image_index` [N] and category ids `labels` [N]."""
+    """Distinct images of one split: their pixel-store `image_index` [N] and `labels` [N], their categories'
+    positions among the corpus's own (`FoldData.class_names`), so a classifier has one output per category it sees."""
 
     image_index: torch.Tensor
     labels: torch.Tensor
