@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from instruct_tuning.variants import ABLATIONS, selected_variants
+from instruct_tuning.variants import ABLATIONS, VARIANTS, selected_variants
 
 # The built-in synthetic main job must stay under 15 minutes on 2 CPU cores: per fold the features baseline costs
 # about 40 s and the ViT about 2 minutes there (4 passes an epoch), ResNet and Swin about 10 minutes each.
@@ -27,10 +27,17 @@ class ScriptArguments:
     num_folds: int | None = field(default=None, metadata={"help": "k of the k-fold split. Default 10 (the paper); 5 for the built-in synthetic corpus (200 test micrographs a fold)."})
     fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})
     cross_validate: bool = field(default=False, metadata={"help": "Run every fold and report mean +- std."})
+    folds: str | None = field(default=None, metadata={"help": (
+        "Comma-separated test folds to run, e.g. 1,3 (each as --fold runs one); instead of --fold and "
+        "--cross_validate. The tables cover every finished run in --output_dir, so pieces of a cross-validation "
+        "run one after another add up.")})
 
     # Models.
     ablation: str = field(default="none", metadata={"help": "none, all, or one of: " + ", ".join(ABLATIONS)})
     train_peer: bool = field(default=True, metadata={"help": "Also train transformers' BlipForQuestionAnswering at the same size."})
+    models: str | None = field(default=None, metadata={"help": (
+        "Comma-separated models to train, instead of --ablation, --train_peer and --baselines: any of "
+        + ", ".join(VARIANTS) + ", and the baselines vit, resnet, swin, features.")})
     baselines: str | None = field(default=None, metadata={"help": (
         "Supervised baselines of the paper's Table 2 trained on the same folds, pixels and schedule: a comma-separated "
         "list of vit, resnet, swin, features, or all, or none. Default: " + SYNTHETIC_BASELINES + " for the built-in "
@@ -93,7 +100,8 @@ class ScriptArguments:
             raise ArgumentError("--images needs at least one --teacher-cache (the teacher's answers for those images)")
         try:
             selected_variants(self.ablation, self.train_peer)
-            _ = self.baseline_names  # a bad --baselines stops the run here, before any work
+            _ = self.baseline_names  # a bad --baselines or --models stops the run here, before any work
+            _ = self.test_folds
         except ValueError as error:
             raise ArgumentError(str(error)) from None
         self._check_numbers()
@@ -135,16 +143,54 @@ class ScriptArguments:
 
     @property
     def variants(self) -> list[str]:
+        if self.models is not None:
+            return [variant for variant in VARIANTS if variant in self.model_names]
         return selected_variants(self.ablation, self.train_peer)
 
     @property
     def baseline_names(self) -> list[str]:
-        """`--baselines` as names of `instruct_tuning.baselines.BASELINES`, in the order given."""
+        """`--baselines` (or the baselines of `--models`) as names of `instruct_tuning.baselines.BASELINES`, in the
+        order given."""
         # Imported here, not at the top: the baselines reuse the training loop's pieces, which import these arguments.
-        from instruct_tuning.baselines import parse_baselines
+        from instruct_tuning.baselines import BASELINES, parse_baselines
 
+        if self.models is not None:
+            return [name for name in self.model_names if name in BASELINES]
         return parse_baselines(self.baselines)
 
     @property
-    def folds(self) -> list[int]:
-        return list(range(self.num_folds)) if self.cross_validate else [self.fold]
+    def model_names(self) -> list[str]:
+        return parse_models(self.models)
+
+    @property
+    def test_folds(self) -> list[int]:
+        """The test folds this run trains: --folds, every fold with --cross_validate, else --fold."""
+        if self.folds is None:
+            return list(range(self.num_folds)) if self.cross_validate else [self.fold]
+        if self.cross_validate:
+            raise ValueError("--folds and --cross_validate both choose the folds: give one of them")
+        return parse_folds(self.folds, self.num_folds)
+
+
+def parse_models(text: str) -> list[str]:
+    """`--models` "mvaema,vit" as a list, in the order given; ValueError naming an unknown model."""
+    from instruct_tuning.baselines import BASELINES  # not at the top: see ScriptArguments.baseline_names
+
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    known = [*VARIANTS, *BASELINES]
+    unknown = [name for name in names if name not in known]
+    if not names or unknown:
+        raise ValueError(f"--models {text!r}: give a comma-separated list of {', '.join(known)}"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return names
+
+
+def parse_folds(text: str, num_folds: int) -> list[int]:
+    """`--folds` "1,3" as a list of test folds, in the order given; ValueError unless each is in 0..num_folds-1."""
+    try:
+        folds = list(dict.fromkeys(int(fold) for fold in text.split(",") if fold.strip()))
+    except ValueError:
+        folds = []
+    if not folds or not all(0 <= fold < num_folds for fold in folds):
+        raise ValueError(f"--folds {text!r}: give comma-separated folds between 0 and {num_folds - 1}, e.g. 1,3")
+    return folds

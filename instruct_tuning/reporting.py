@@ -1,7 +1,8 @@
 """Results of a training run: results.json, the paper-style tables, a confusion matrix, the model card, the push.
 
-`summarize` turns per-(model, fold) results into one section per model with fold means (and standard
-deviations when several folds ran); everything else renders that summary. A model is a variant (MVaEMa, an
+`summarize` turns per-(model, fold) results (`finished_runs`: every result.json of a run folder) into one section per
+model with fold means (and standard deviations when several folds ran); everything else renders that summary, each
+table row naming the folds it covers. A model is a variant (MVaEMa, an
 ablation, the BLIP peer) or a supervised baseline, which has no VQA part.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import write_text_atomically
 from instruct_tuning.baselines import BASELINES
-from instruct_tuning.variants import DISPLAY_NAMES, MVAEMA, PEER
+from instruct_tuning.checkpoints import RESULT_FILE
+from instruct_tuning.variants import DISPLAY_NAMES, MVAEMA, PEER, VARIANTS
 
 VQA_COLUMNS = (("BLEU-2", "bleu2"), ("BLEU-4", "bleu4"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"),
                ("ROUGE-L", "rougeL"), ("METEOR", "meteor"))
@@ -50,6 +52,18 @@ def _numeric(section: dict) -> dict:
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", "*.py",
                        "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                        "special_tokens_map.json", "vocab.txt", "chat_template.jinja", "README.md")
+
+
+def finished_runs(runs_dir: Path) -> dict:
+    """{model: {fold: result}} of every finished run under `runs_dir` (`<model>/fold_<k>/result.json`), whichever
+    invocation trained it; models in the tables' order (variants, then baselines)."""
+    results: dict = {}
+    for model in [*VARIANTS, *BASELINES]:
+        for result_file in (runs_dir / model).glob(f"fold_*/{RESULT_FILE}"):
+            fold = result_file.parent.name.removeprefix("fold_")
+            if fold.isdigit():
+                results.setdefault(model, {})[int(fold)] = json.loads(result_file.read_text())
+    return results
 
 
 def summarize(results: dict, class_names: list[str], args: dict, wall_time_seconds: float,
@@ -130,6 +144,22 @@ def _cell(summary: dict, variant: str, part: str, key: str) -> str:
     return f"{mean:.3f} ± {std:.3f}" if len(summary[variant]["folds"]) > 1 else f"{mean:.3f}"
 
 
+def fold_coverage(summary: dict, model: str) -> str:
+    """The test folds a model's row averages over, e.g. "folds 0, 1, 2 of 5"."""
+    folds = summary[model]["folds"]
+    total = summary["meta"]["arguments"].get("num_folds")
+    return f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}" + (f" of {total}" if total else "")
+
+
+def coverage_note(summary: dict) -> list[str]:
+    """A warning above the tables when their rows average over different folds."""
+    coverages = {tuple(section["folds"]) for model, section in summary.items() if model != "meta"}
+    if len(coverages) < 2:
+        return []
+    return ["Not every row covers the same test folds (the Folds column): a row over fewer folds than another is a "
+            "mean over those folds only, not a paired comparison.", ""]
+
+
 def _parameters(section: dict) -> str:
     count = section.get("parameters")
     return "" if count is None else f"{count / 1e6:.2f} M" if count >= 10_000 else f"{count:,}"
@@ -150,11 +180,13 @@ def decoding_line(summary: dict, models: list[str]) -> list[str]:
 
 def vqa_tables(summary: dict) -> list[str]:
     models = [v for v in (MVAEMA, PEER) if v in summary]
+    if not models:  # a folder of baselines only
+        return []
     lines = ["**Table 1: VQA (test fold, prompts with captions)**", "",
-             "| Model | " + " | ".join(name for name, _ in VQA_COLUMNS) + " |",
-             "|---" * (len(VQA_COLUMNS) + 1) + "|"]
-    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |"
-              for v in models]
+             "| Model | Folds | " + " | ".join(name for name, _ in VQA_COLUMNS) + " |",
+             "|---" * (len(VQA_COLUMNS) + 2) + "|"]
+    lines += [f"| {display_name(v)} | {fold_coverage(summary, v)} | "
+              + " | ".join(_cell(summary, v, "vqa", k) for _, k in VQA_COLUMNS) + " |" for v in models]
     return lines + decoding_line(summary, models) + protocol_table(summary, models) + fact_family_tables(summary, models)
 
 
@@ -168,8 +200,8 @@ def protocol_table(summary: dict, models: list[str]) -> list[str]:
         return []
     lines = ["", "**Table 1b: answers by prompt protocol, with the micrograph / with one blank grey image for every "
                  "question (the question-only floor) / what the image adds**", "",
-             "| Model | Protocol | BLEU-2 | BLEU-2 blank | BLEU-2 adds | METEOR | METEOR blank | METEOR adds | Facts | "
-             "Facts blank | Facts adds | Category named |", "|---" * 12 + "|"]
+             "| Model | Folds | Protocol | BLEU-2 | BLEU-2 blank | BLEU-2 adds | METEOR | METEOR blank | METEOR adds | "
+             "Facts | Facts blank | Facts adds | Category named |", "|---" * 13 + "|"]
     for model in models:
         numbers = summary[model]["protocols"]
         for protocol, name in PROTOCOL_NAMES.items():
@@ -178,7 +210,7 @@ def protocol_table(summary: dict, models: list[str]) -> list[str]:
             keys = ["bleu2", "blank_bleu2", "adds_bleu2", "meteor", "blank_meteor", "adds_meteor", "image_facts",
                     "blank_facts", "adds_facts", "category_named"]
             cells = [_protocol_cell(summary, model, f"{protocol}/{key}") for key in keys]
-            lines.append(f"| {display_name(model)} | {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {display_name(model)} | {fold_coverage(summary, model)} | {name} | " + " | ".join(cells) + " |")
     return lines + category_answer_lines(summary, models)
 
 
@@ -235,13 +267,14 @@ def classification_models(summary: dict) -> list[str]:
 
 def classification_table(summary: dict) -> list[str]:
     lines = ["**Table 2: classification (test fold, no captions; MVaEMa and the peer zero-shot, baselines supervised)**",
-             "", "| Model | " + " | ".join(name for name, _ in CLASSIFICATION_COLUMNS) + " | Parameters | Method |",
-             "|---" * (len(CLASSIFICATION_COLUMNS) + 3) + "|"]
+             "", "| Model | Folds | " + " | ".join(name for name, _ in CLASSIFICATION_COLUMNS) + " | Parameters | Method |",
+             "|---" * (len(CLASSIFICATION_COLUMNS) + 4) + "|"]
     for model in classification_models(summary):
         section = summary[model]
         cells = [_cell(summary, model, "classification", key) for _, key in CLASSIFICATION_COLUMNS]
         methods = ", ".join(sorted(set(section["classification_method"])))
-        lines.append(f"| {display_name(model)} | {' | '.join(cells)} | {_parameters(section)} | {methods} |")
+        lines.append(f"| {display_name(model)} | {fold_coverage(summary, model)} | {' | '.join(cells)} | "
+                     f"{_parameters(section)} | {methods} |")
     return lines + passes_line(summary)
 
 
@@ -260,7 +293,7 @@ def per_class_tables(summary: dict) -> list[str]:
     lines = []
     for model in [m for m in classification_models(summary) if m != PEER]:
         per_class = summary[model]["classification"]["per_class"]
-        lines += ["", f"**Table 4: {display_name(model)} per category**", "",
+        lines += ["", f"**Table 4: {display_name(model)} per category ({fold_coverage(summary, model)})**", "",
                   "| Category | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']:.0f} |"
                   for name, c in per_class.items()]
@@ -272,21 +305,25 @@ def ablation_tables(summary: dict) -> list[str]:
     if not ablations:
         return []
     rows = [MVAEMA, *ablations] if MVAEMA in summary else ablations
-    lines = ["", "**Table 5: ablations, VQA**", "", "| Variant | BLEU-4 | ROUGE-L | METEOR |", "|---|---|---|---|"]
-    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "vqa", k) for k in ("bleu4", "rougeL", "meteor"))
-              + " |" for v in rows]
-    lines += ["", "**Table 6: ablations, classification**", "", "| Variant | Avg precision | Avg recall | Avg F1 |",
-              "|---|---|---|---|"]
-    lines += [f"| {display_name(v)} | " + " | ".join(_cell(summary, v, "classification", k)
-                                                    for k in ("macro_precision", "macro_recall", "macro_f1")) + " |"
-              for v in rows]
+    lines = ["", "**Table 5: ablations, VQA**", "", "| Variant | Folds | BLEU-4 | ROUGE-L | METEOR |",
+             "|---|---|---|---|---|"]
+    lines += [_ablation_row(summary, v, "vqa", ("bleu4", "rougeL", "meteor")) for v in rows]
+    lines += ["", "**Table 6: ablations, classification**", "",
+              "| Variant | Folds | Avg precision | Avg recall | Avg F1 |", "|---|---|---|---|---|"]
+    lines += [_ablation_row(summary, v, "classification", ("macro_precision", "macro_recall", "macro_f1")) for v in rows]
     return lines
+
+
+def _ablation_row(summary: dict, variant: str, part: str, keys: tuple) -> str:
+    cells = [fold_coverage(summary, variant), *(_cell(summary, variant, part, key) for key in keys)]
+    return f"| {display_name(variant)} | " + " | ".join(cells) + " |"
 
 
 def results_tables(summary: dict) -> str:
     """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
-    lines = [*vqa_tables(summary), "", *classification_table(summary), *per_class_tables(summary),
-             *ablation_tables(summary)]
+    vqa = vqa_tables(summary)
+    lines = [*coverage_note(summary), *vqa, *([""] if vqa else []), *classification_table(summary),
+             *per_class_tables(summary), *ablation_tables(summary)]
     return "\n".join(lines) + "\n"
 
 

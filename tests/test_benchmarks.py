@@ -3,8 +3,10 @@
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,46 +100,67 @@ def test_benchmarks_build_the_models_the_training_script_trains():
     assert common.paper_config(processor).text_config.vocab_size == common.PAPER_VOCAB_SIZE
 
 
-def test_quality_benchmark_runs_the_training_script_cross_validated_with_every_baseline(capsys):
-    full = quality.script_arguments(quality.parse_args(["--out", "out/q"]))
-    assert full == ["--cross_validate", "--output_dir", "out/q/run", "--num_folds", "5", "--num_epochs", "15", "--baselines", "all"]
-    quick = quality.script_arguments(quality.parse_args(["--quick", "--ablations", "--out", "out/q"]))
-    assert quick[quick.index("--num_folds") + 1] == "3" and quick[quick.index("--num_epochs") + 1] == "2"
-    assert quick[quick.index("--baselines") + 1] == "vit,features" and quick[-2:] == ["--ablation", "all"]
+def test_quality_benchmark_runs_the_training_script_fold_by_fold_with_every_baseline(capsys):
+    args = quality.parse_args(["--out", "out/q"])
+    assert args.folds == [0, 1, 2, 3, 4] and args.models == ["mvaema", "blip_peer", "vit", "resnet", "swin", "features"]
+    full = quality.script_arguments(args, 3)
+    assert full == ["--folds", "3", "--models", "mvaema,blip_peer,vit,resnet,swin,features", "--output_dir", "out/q/run",
+                    "--num_folds", "5", "--num_epochs", "15"]
+    quick = quality.parse_args(["--quick", "--ablations", "--out", "out/q"])
+    assert quick.folds == [0, 1, 2] and quick.models == ["mvaema", "no_itc", "no_itm", "no_sa", "no_ca", "no_csa",
+                                                         "blip_peer", "vit", "features"]
+    quick_arguments = quality.script_arguments(quick, 0)
+    assert quick_arguments[quick_arguments.index("--num_folds") + 1] == "3"
+    assert quick_arguments[quick_arguments.index("--num_epochs") + 1] == "2"
+    piece = quality.parse_args(["--folds", "2,1", "--models", "vit,no_ca", "--out", "out/q"])
+    assert piece.folds == [2, 1] and quality.script_arguments(piece, 1)[:4] == ["--folds", "1", "--models", "vit,no_ca"]
     assert quality.parse_args([]).out == REPO / "benchmarks" / "results" / "quality"
-    resumed = quality.script_arguments(quality.parse_args(["--resume", "--out", "out/q"]))
+    resumed = quality.script_arguments(quality.parse_args(["--resume", "--out", "out/q"]), 3)
     assert resumed == [*full, "--resume"] and "--resume" not in full
-    longer = quality.script_arguments(quality.parse_args(["--num-epochs", "50", "--out", "out/q"]))
-    assert longer == [*full[:6], "50", *full[7:]]
+    longer = quality.script_arguments(quality.parse_args(["--num-epochs", "50", "--out", "out/q"]), 3)
+    assert longer == [*full[:-1], "50"]
     for wrong, message in ((["--quick", "--num-epochs", "50"], "--quick has its own (2 epochs)"),
-                           (["--num-epochs", "0"], "--num-epochs must be at least 1, got 0")):
+                           (["--num-epochs", "0"], "--num-epochs must be at least 1, got 0"),
+                           (["--quick", "--folds", "3"], "--folds '3': give comma-separated folds between 0 and 2"),
+                           (["--models", "mvaema,gpt"], "unknown: gpt"),
+                           (["--models", "mvaema", "--ablations"], "add the ablations to it instead of --ablations")):
         with pytest.raises(SystemExit):
             quality.parse_args(wrong)
         assert message in capsys.readouterr().err
 
 
-def test_quality_benchmark_writes_the_script_tables_with_machine_time_and_version(tmp_path, monkeypatch):
+def test_quality_benchmark_writes_the_script_tables_after_each_fold_with_a_commit_of_its_own(tmp_path, monkeypatch, capsys):
     """The tables come from the script's own run (here a stand-in that writes what the script writes)."""
-    seen = {}
+    calls = []
 
     def training_script(argv):
-        seen["argv"] = argv
+        calls.append(argv)
         run_dir = Path(argv[argv.index("--output_dir") + 1])
-        run_dir.mkdir(parents=True)
-        (run_dir / "results.md").write_text("**Table 2: classification**\n")
+        fold = argv[argv.index("--folds") + 1]
+        for model in argv[argv.index("--models") + 1].split(","):
+            (run_dir / "runs" / model / f"fold_{fold}").mkdir(parents=True)
+            (run_dir / "runs" / model / f"fold_{fold}" / "result.json").write_text("{}")
+        (run_dir / "results.md").write_text(f"**Table 2: classification** up to fold {fold}\n")
         (run_dir / "results.json").write_text("{}")
-        return {"mvaema": {"folds": [0, 1, 2, 3, 4]}}
+        return {}
 
     monkeypatch.setattr(quality.run_instruct_tuning, "main", training_script)
-    assert quality.main(["--out", str(tmp_path)]) == 0
-    assert seen["argv"][:3] == ["--cross_validate", "--output_dir", str(tmp_path / "run")]
+    assert quality.main(["--folds", "1,3", "--models", "mvaema,vit", "--out", str(tmp_path)]) == 0
+    assert [argv[:4] for argv in calls] == [["--folds", "1", "--models", "mvaema,vit"], ["--folds", "3", "--models", "mvaema,vit"]]
     report = (tmp_path / "quality.md").read_text()
-    assert "- Command: `python -m benchmarks.quality --out " in report and "Wall time: 0.0 min for 5 folds" in report
-    assert "- Package: mvaema " in report and "CPU cores" in report and report.endswith("**Table 2: classification**\n")
+    assert "- Command: `python -m benchmarks.quality --folds 1,3 " in report
+    assert "min for this invocation, which trained mvaema, vit on test folds 1, 3\n" in report
+    assert "- Package: mvaema " in report and "CPU cores" in report and report.endswith("up to fold 3\n")
     facts = json.loads((tmp_path / "quality.json").read_text())
     assert facts["environment"]["cpu_cores"] >= 1 and facts["wall_time_seconds"] >= 0 and facts["resumed"] is False
-    assert quality.main(["--resume", "--out", str(tmp_path / "again")]) == 0
-    assert "min for this invocation, which resumed a stopped run (the tables cover 5 folds)" in (
+    printed = capsys.readouterr().out
+    first_fold = printed[printed.index("Fold 1 finished"):printed.index("Fold 3 finished")]
+    run = tmp_path / "run" / "runs"
+    assert f"  git add -f {run}/mvaema/fold_1/result.json {run}/vit/fold_1/result.json {tmp_path}/results.md " in first_fold
+    assert f"{tmp_path}/quality.json\n  git commit -m 'Quality benchmark: mvaema, vit, fold 1 of 5' -- {run}" in first_fold
+    assert "fold_3" not in first_fold
+    assert quality.main(["--resume", "--quick", "--folds", "0", "--out", str(tmp_path / "again")]) == 0
+    assert "trained mvaema, blip_peer, vit, features on test fold 0 (resumed: finished runs kept, stopped ones continued)" in (
         tmp_path / "again" / "quality.md").read_text()
     assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").read_text() == "{}"
 
@@ -155,3 +178,44 @@ def test_quality_benchmark_quick_mode_trains_and_tabulates_every_model(tmp_path)
     assert all(results[model]["folds"] == [0, 1, 2] for model in ("mvaema", "blip_peer", "vit", "features"))
     report = (out / "quality.md").read_text()
     assert "| VanillaViT (supervised) | " in report and " ± " in report and "Wall time:" in report
+
+
+def quality_benchmark(out: Path, corpus: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.quality", "--quick", "--out", str(out), "--synthetic-dir", str(corpus),
+            *options]
+
+
+def test_quality_benchmark_in_pieces_adds_up_and_a_kill_loses_at_most_the_fold_in_progress(tmp_path):
+    """Invocations with different folds and models fill one --out; its tables cover the union, each row naming its
+    folds. An invocation killed in its second fold keeps the first (result and tables); --resume finishes the rest."""
+    out, corpus = tmp_path / "quality", tmp_path / "corpus"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(quality_benchmark(out, corpus, "--folds", "0", "--models", "features"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    piece = quality_benchmark(out, corpus, "--folds", "1,2", "--models", "mvaema,features")
+    killed = subprocess.Popen(piece, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    in_progress = out / "run" / "runs" / "mvaema" / "fold_2"
+    deadline = time.time() + 600
+    while not (in_progress / "checkpoint-epoch-1").exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (in_progress / "result.json").exists(), "the invocation finished before it was killed"
+    results = json.loads((out / "results.json").read_text())
+    assert results["mvaema"]["folds"] == [1] and results["features"]["folds"] == [0, 1]
+    assert "trained mvaema, features on test fold 1\n" in (out / "quality.md").read_text()
+    kept = (out / "run" / "runs" / "mvaema" / "fold_1" / "result.json").read_text()
+
+    resumed = subprocess.run([*piece, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[mvaema fold 2] resumed from" in resumed.stdout and "[mvaema fold 1]" not in resumed.stdout
+    assert (out / "run" / "runs" / "mvaema" / "fold_1" / "result.json").read_text() == kept
+    assert "git commit -m 'Quality benchmark: mvaema, features, fold 2 of 3' -- " in resumed.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["mvaema"]["folds"] == [1, 2] and results["features"]["folds"] == [0, 1, 2]
+    report = (out / "quality.md").read_text()
+    assert "| MVaEMa | folds 1, 2 of 3 | " in report and " ± " in report
+    assert "| Gradient + spectrum features (logistic regression) | folds 0, 1, 2 of 3 | " in report
+    assert "Not every row covers the same test folds" in report

@@ -1,6 +1,8 @@
 """The result tables: baselines (no VQA part) beside MVaEMa in Table 2 with parameter counts, per-class tables for
 every classifier, the decoding settings under Table 1, and the printed headline next to the best baseline."""
 
+import json
+
 import pytest
 
 from instruct_tuning import reporting
@@ -49,10 +51,11 @@ def test_baselines_are_summarised_without_a_vqa_part(summary):
 
 def test_table_2_lists_every_classifier_with_top1_top5_and_parameters(summary):
     tables = reporting.results_tables(summary)
-    assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables
-    assert "| MVaEMa | 0.850 ± 0.050 | 1.000 ± 0.000 | 0.800 ± 0.050 | 1.55 M | itc |" in tables
-    assert "| VanillaViT (supervised) | 0.650 ± 0.050 | 1.000 ± 0.000 | 0.600 ± 0.050 | 0.50 M | supervised |" in tables
-    assert "| Gradient + spectrum features (logistic regression) | 0.700 ± 0.050 |" in tables
+    assert "| Model | Folds | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables
+    assert "| MVaEMa | folds 0, 1 | 0.850 ± 0.050 | 1.000 ± 0.000 | 0.800 ± 0.050 | 1.55 M | itc |" in tables
+    assert ("| VanillaViT (supervised) | folds 0, 1 | 0.650 ± 0.050 | 1.000 ± 0.000 | 0.600 ± 0.050 | 0.50 M | "
+            "supervised |") in tables
+    assert "| Gradient + spectrum features (logistic regression) | folds 0, 1 | 0.700 ± 0.050 |" in tables
     assert "| 310 | supervised |" in tables
 
 
@@ -70,7 +73,7 @@ def test_table_2_states_the_passes_an_epoch_of_the_networks_made(summary):
 def test_table_4_per_class_for_mvaema_and_every_baseline(summary):
     tables = reporting.results_tables(summary)
     for name in ("MVaEMa", "VanillaViT (supervised)", "Gradient + spectrum features (logistic regression)"):
-        assert f"**Table 4: {name} per category**" in tables
+        assert f"**Table 4: {name} per category (folds 0, 1)**" in tables
     assert "| Fibres | 0.250 | 0.250 | 0.250 | 5 |" in tables  # a baseline's row (fold means)
     assert "| Fibres | 0.500 | 0.500 | 0.500 | 5 |" in tables  # MVaEMa's
 
@@ -98,3 +101,17 @@ def test_headline_puts_mvaema_next_to_the_best_baseline(summary):
 def test_headline_without_baselines_shows_mvaema_alone(summary):
     del summary["vit"], summary["features"]
     assert reporting.headline(summary).splitlines() == ["MVaEMa: Top-1 0.850 ± 0.050, Top-5 1.000 ± 0.000, Macro F1 0.800 ± 0.050"]
+
+
+def test_tables_cover_every_finished_run_of_the_folder_and_name_each_rows_folds(tmp_path):
+    """Runs from several invocations, each with its own subset of folds: every row says which folds it averages."""
+    for model, fold, run in (("mvaema", 2, mvaema_run(0.9)), ("mvaema", 0, mvaema_run(0.7)), ("vit", 1, baseline_run(0.6, 5))):
+        (tmp_path / model / f"fold_{fold}").mkdir(parents=True)
+        (tmp_path / model / f"fold_{fold}" / "result.json").write_text(json.dumps(run))
+    (tmp_path / "mvaema" / "fold_1").mkdir()  # a run in progress: no result yet
+    results = reporting.finished_runs(tmp_path)
+    assert list(results) == ["mvaema", "vit"] and sorted(results["mvaema"]) == [0, 2] and list(results["vit"]) == [1]
+    tables = reporting.results_tables(reporting.summarize(results, CLASS_NAMES, {"num_folds": 5}, 1.0))
+    assert "| MVaEMa | folds 0, 2 of 5 | 0.800 ± 0.100 |" in tables
+    assert "| VanillaViT (supervised) | fold 1 of 5 | 0.600 |" in tables
+    assert tables.startswith("Not every row covers the same test folds")

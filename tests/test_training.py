@@ -60,8 +60,9 @@ def test_end_to_end_train_save_load_generate(synthetic_dir, tmp_path, capsys):
         assert 0.0 <= summary[baseline]["classification"]["top1"] <= 1.0 and summary[baseline]["parameters"] > 0
         assert (tmp_path / "out" / "runs" / baseline / "fold_0" / "result.json").exists()
     tables = (tmp_path / "out" / "results.md").read_text()
-    assert "| Model | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables and "| VanillaViT (supervised) |" in tables
-    assert "**Table 4: Gradient + spectrum features (logistic regression) per category**" in tables
+    assert "| Model | Folds | Top-1 | Top-5 | Macro F1 | Parameters | Method |" in tables
+    assert "| VanillaViT (supervised) | fold 0 of 3 |" in tables
+    assert "**Table 4: Gradient + spectrum features (logistic regression) per category (fold 0 of 3)**" in tables
     assert "Decoding (every model alike): greedy" in tables
     # Every protocol with the blank-image floor; the peer has no ranking of its own to caption with.
     protocols = {"mvaema": ("caption", "no_caption", "self_caption"), "blip_peer": ("caption", "no_caption")}
@@ -201,6 +202,21 @@ def test_bad_arguments_are_named():
         run_instruct_tuning.main(["--ablation", "no_everything"])
     with pytest.raises(ValueError, match="--warmup_steps"):
         run_instruct_tuning.main(["--warmup_steps", "-1"])
+
+
+def test_folds_and_models_choose_the_runs_of_one_invocation():
+    """--folds and --models pick any subset of (model, fold) runs, so a long cross-validation runs in pieces."""
+    from instruct_tuning.arguments import ScriptArguments
+
+    piece = ScriptArguments(folds="3,1", models="vit,no_ca,mvaema")
+    assert piece.test_folds == [3, 1] and piece.variants == ["mvaema", "no_ca"] and piece.baseline_names == ["vit"]
+    assert ScriptArguments(models="blip_peer").baseline_names == [] and ScriptArguments(fold=2).test_folds == [2]
+    assert ScriptArguments(cross_validate=True).test_folds == [0, 1, 2, 3, 4]
+    for wrong, message in (({"folds": "5"}, "--folds '5': give comma-separated folds between 0 and 4"),
+                           ({"folds": "1", "cross_validate": True}, "--folds and --cross_validate"),
+                           ({"models": "mvaema,gpt"}, "unknown: gpt")):
+        with pytest.raises(ValueError, match=message):
+            ScriptArguments(**wrong)
 
 
 def test_warmup_scales_only_the_first_steps_and_leaves_the_plateau_schedule_alone():
