@@ -4,8 +4,10 @@
 
 Drop a micrograph (JPEG, PNG, TIFF incl. 16-bit: decoded on the server with the package's image opener, not by the
 browser), pick one of the ten question families' questions or type one, optionally give the category caption, and
-read the answer and the top-5 categories. Scripts call the two named endpoints with `gradio_client`:
-`/answer` (image, question, caption) -> text and `/classify` (image) -> label confidences.
+read the answer, the caption it was asked after and the top-5 categories. Without a caption the question goes after
+the caption of the category the model ranks first (self-captioning; a tick box turns it off). Scripts call the two
+named endpoints with `gradio_client`: `/answer` (image, question, caption, self_caption) -> (answer, caption used)
+and `/classify` (image) -> label confidences.
 """
 
 from __future__ import annotations
@@ -74,12 +76,18 @@ class DemoHandlers:
             self.gr.Warning(str(error))
             return None
 
-    def answer(self, image_path: str | None, question: str | None, caption: str | None = None) -> str:
+    def answer(self, image_path: str | None, question: str | None, caption: str | None = None,
+               self_caption: bool = True) -> tuple[str, str]:
+        """(answer, the caption it was asked after: the one given, the model's own top category's, or none)."""
         image = self.open_upload(image_path)
         if not question or not question.strip():
             raise self.gr.Error("Pick a question from the list or type one.")
         caption = caption.strip() if caption and caption.strip() else None
-        return self.assistant.answer([image], [question.strip()], [caption])[0]
+        shown = caption or "(none)"
+        if caption is None and self_caption and self.assistant.can_self_caption:
+            caption = self.assistant.own_captions(self.assistant.rank_categories([image]))[0]
+            shown = f"{caption} (the model's top category)"
+        return self.assistant.answer([image], [question.strip()], [caption])[0], shown
 
     def classify(self, image_path: str | None) -> dict[str, float]:
         image = self.open_upload(image_path)
@@ -116,11 +124,15 @@ def build_demo(assistant: MicrographAssistant, upload_lifetime_s: int = UPLOAD_L
                                        label="Question (pick one or type your own)", elem_id="question")
                 caption = gr.Dropdown(captions, value=None, allow_custom_value=True,
                                       label="Category caption (optional)", elem_id="caption")
+                self_caption = gr.Checkbox(value=True, elem_id="self-caption",
+                                           label="Without a caption, ask after the model's own top category's")
                 ask = gr.Button("Ask", variant="primary", elem_id="ask")
                 answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
+                caption_used = gr.Textbox(label="Asked after the caption", interactive=False, elem_id="caption-used")
                 categories = gr.Label(num_top_classes=TOP_K, label="Top-5 categories", elem_id="categories")
         upload.upload(handlers.preview, upload, preview, api_visibility="private")
-        ask.click(handlers.answer, [upload, question, caption], answer, api_name="answer")
+        ask.click(handlers.answer, [upload, question, caption, self_caption], [answer, caption_used],
+                  api_name="answer")
         ask.click(handlers.classify, [upload], categories, api_name="classify")
     return demo
 

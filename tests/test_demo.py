@@ -70,13 +70,17 @@ def test_the_page_offers_exactly_the_two_named_endpoints(client):
 def test_answer_endpoint_answers_a_sixteen_bit_tiff_like_the_model(client, assistant, files):
     from gradio_client import handle_file
 
-    answer = client.predict(handle_file(files["tiff"]), QUESTION, None, api_name="/answer")
-    expected = assistant.answer([open_micrograph(files["tiff"])], [QUESTION], [None])[0]
-    assert isinstance(answer, str) and answer == expected and answer
-    with_caption = client.predict(handle_file(files["tiff"]), QUESTION, "This image depicts nanowires.",
-                                  api_name="/answer")
-    assert with_caption == assistant.answer([open_micrograph(files["tiff"])], [QUESTION],
-                                            ["This image depicts nanowires."])[0]
+    image = open_micrograph(files["tiff"])
+    answer, caption = client.predict(handle_file(files["tiff"]), QUESTION, None, True, api_name="/answer")
+    own = assistant.own_captions(assistant.rank_categories([image]))[0]
+    assert answer == assistant.answer([image], [QUESTION], [own])[0] and answer
+    assert caption == f"{own} (the model's top category)"
+    bare, caption = client.predict(handle_file(files["tiff"]), QUESTION, None, False, api_name="/answer")
+    assert bare == assistant.answer([image], [QUESTION], [None])[0] and caption == "(none)"
+    with_caption, caption = client.predict(handle_file(files["tiff"]), QUESTION, "This image depicts nanowires.",
+                                           True, api_name="/answer")
+    assert with_caption == assistant.answer([image], [QUESTION], ["This image depicts nanowires."])[0]
+    assert caption == "This image depicts nanowires."
 
 
 def test_classify_endpoint_gives_five_categories_best_first(client, assistant, files):
@@ -96,7 +100,7 @@ def test_a_bad_upload_gets_a_message_not_a_traceback(client, files, name, reason
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    for arguments, endpoint in [((QUESTION, None), "/answer"), ((), "/classify")]:
+    for arguments, endpoint in [((QUESTION, None, True), "/answer"), ((), "/classify")]:
         with pytest.raises(AppError) as failure:
             client.predict(handle_file(files[name]), *arguments, api_name=endpoint)
         message = str(failure.value)
@@ -109,7 +113,7 @@ def test_an_empty_question_is_asked_for(client, files):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="Pick a question from the list or type one"):
-        client.predict(handle_file(files["tiff"]), "  ", None, api_name="/answer")
+        client.predict(handle_file(files["tiff"]), "  ", None, True, api_name="/answer")
 
 
 def test_an_upload_over_the_size_limit_is_refused_and_not_kept(client, tmp_path):
@@ -121,7 +125,7 @@ def test_an_upload_over_the_size_limit_is_refused_and_not_kept(client, tmp_path)
     with too_large.open("wb") as handle:  # sparse: no disk or memory spent on the test's side
         handle.truncate(demo_module.MAX_UPLOAD_BYTES + 1)
     with pytest.raises(Exception, match="(?i)size|large|413"):
-        client.predict(handle_file(too_large), QUESTION, None, api_name="/answer")
+        client.predict(handle_file(too_large), QUESTION, None, True, api_name="/answer")
     kept = {path for path in uploads.rglob("*") if path.is_file()} - before
     assert sum(path.stat().st_size for path in kept) == 0, "part of the refused upload was kept"
 
@@ -140,7 +144,7 @@ def test_uploads_are_deleted_once_their_lifetime_is_over(assistant, files, tmp_p
     demo_module.launch_demo(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-        assert client.predict(gradio_client.handle_file(files["tiff"]), QUESTION, None, api_name="/answer")
+        assert client.predict(gradio_client.handle_file(files["tiff"]), QUESTION, None, True, api_name="/answer")
         assert stored_bytes(tmp_path / "uploads") > 0, "the upload was never stored"
         deadline = time.monotonic() + 15
         while stored_bytes(tmp_path / "uploads") and time.monotonic() < deadline:
@@ -181,8 +185,10 @@ def test_a_headless_browser_uploads_asks_and_reads_the_answer(server_url, assist
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     default_question = demo_module.QUESTION_CHOICES[0][1]  # what the page's question list starts with
-    expected = assistant.answer([open_micrograph(files["tiff"])], [default_question], [None])[0]
-    best_category = assistant.rank_categories([open_micrograph(files["tiff"])])[0][0]["label"]
+    ranking = assistant.rank_categories([open_micrograph(files["tiff"])])
+    own = assistant.own_captions(ranking)[0]
+    expected = assistant.answer([open_micrograph(files["tiff"])], [default_question], [own])[0]
+    best_category = ranking[0][0]["label"]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -192,6 +198,8 @@ def test_a_headless_browser_uploads_asks_and_reads_the_answer(server_url, assist
         page.locator("#ask").click()
         answer = page.locator("#answer textarea")
         sync_api.expect(answer).to_have_value(expected, timeout=60_000)
+        sync_api.expect(page.locator("#caption-used textarea")).to_have_value(
+            f"{own} (the model's top category)", timeout=30_000)
         sync_api.expect(page.locator("#categories")).to_contain_text(best_category, timeout=30_000)
         page.screenshot(path=str(tmp_path / "answer.png"), full_page=True)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dataset_builder.question_families import caption_for_category
 from image_fixtures import PROC_STATUS, large_sixteen_bit_png, peak_mib_added_by
 from inference_fixtures import (
     CATEGORIES,
@@ -128,9 +129,26 @@ def test_one_sixteen_bit_tiff_gets_an_answer_and_five_categories(saved_model, tm
     image = sixteen_bit_tiff(tmp_path / "deep.tif")
     assert main(["--model", str(saved_model), "--image", str(image), "--question", "What is shown?"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("Q: What is shown?\nA: ")
     ranked = printed.split("Top-5 categories:\n")[1].splitlines()
     assert len(ranked) == 5 and all(line.split()[-1] in CATEGORIES for line in ranked)
+    # Self-captioned: asked after the caption of the category the ranking puts first, which is shown.
+    assert printed.startswith(f"Caption (the model's top category): {caption_for_category(ranked[0].split()[-1])}\n"
+                              "Q: What is shown?\nA: ")
+
+
+def test_self_captioning_is_recorded_and_can_be_turned_off(saved_model, tmp_path, capsys):
+    image = sixteen_bit_tiff(tmp_path / "deep.tif")
+    arguments = ["--model", str(saved_model), "--image", str(image), "--question", "What is shown?", "--json"]
+    assert main(arguments) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["caption_source"] == "own ranking"
+    assert own["caption"] == caption_for_category(own["categories"][0]["label"])
+    assert main([*arguments, "--no-self-caption"]) == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert bare["caption"] is None and bare["caption_source"] is None
+    assert main([*arguments, "--caption", "This image depicts tips."]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["caption"] == "This image depicts tips." and given["caption_source"] == "given"
 
 
 def test_one_bad_image_is_named(saved_model, tmp_path, capsys):
@@ -153,6 +171,7 @@ def check_rows(rows: list[dict], expected: dict[str, str | None]) -> None:
             assert all(isinstance(entry["answer"], str) for answers in row["answers"].values() for entry in answers)
             assert len(row["categories"]) == 5
             assert {entry["label"] for entry in row["categories"]} <= set(CATEGORIES)
+            assert row["caption"] == caption_for_category(row["categories"][0]["label"])  # self-captioned
             scores = [entry["score"] for entry in row["categories"]]
             assert scores == sorted(scores, reverse=True)
         else:
