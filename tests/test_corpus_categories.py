@@ -69,6 +69,7 @@ def test_a_corpus_of_three_sem_categories_ranks_and_scores_exactly_those(three_s
 
     processor = MVaEMaProcessor.from_pretrained(output_dir / "model")
     assert processor.category_names == THREE_SEM
+    assert f"({', '.join(THREE_SEM)})" in (output_dir / "model" / "README.md").read_text()  # the card's categories
     assert processor.category_captions == [caption_for_category(name) for name in THREE_SEM]
     model = MVaEMaForQuestionAnswering.from_pretrained(output_dir / "model").eval()
     image = Image.open(next((three_sem_corpus[0] / "Powder").iterdir()))
