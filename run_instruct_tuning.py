@@ -26,7 +26,13 @@ from instruct_tuning import evaluation, reporting
 from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import write_text_atomically
 from instruct_tuning.baselines.runs import baseline_settings, mvaema_vision_config, passes_per_epoch, run_baseline
-from instruct_tuning.checkpoints import BEST_DIR, RESULT_FILE, clear_run_outputs
+from instruct_tuning.checkpoints import (
+    BEST_DIR,
+    RESULT_FILE,
+    check_top_level_outputs,
+    clear_run_outputs,
+    record_top_level_outputs,
+)
 from instruct_tuning.data import FoldData, build_pixel_store, corpus_facts, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
 from instruct_tuning.training import RunContext, make_accelerator, precision_and_processes, train_one_run
@@ -67,7 +73,15 @@ def run_baselines(args: ScriptArguments, data: FoldData, fold: int, processor, a
 
 
 def publish(args: ScriptArguments, summary: dict, processor, corpus) -> None:
-    """The result tables, MVaEMa's first finished fold with its card, and the push when asked."""
+    """The result tables, MVaEMa's first finished fold with its card, and the push when asked; what was written is
+    then recorded as the run's (even when the push fails), so that the next run into --output_dir may replace it."""
+    try:
+        write_tables_and_model(args, summary, processor, corpus)
+    finally:
+        record_top_level_outputs(Path(args.output_dir))
+
+
+def write_tables_and_model(args: ScriptArguments, summary: dict, processor, corpus) -> None:
     output_dir = Path(args.output_dir)
     reporting.write_reports(summary, output_dir)
     model_dir = first_mvaema_model(summary, output_dir)
@@ -91,9 +105,10 @@ def first_mvaema_model(summary: dict, output_dir: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(args=argv)
+    output_dir = Path(args.output_dir)
+    check_top_level_outputs(output_dir)  # the tables and the model are replaced at the end, after hours of work
     if args.push_to_hub:  # before an hour of training, not after
         reporting.check_push_target(args.push_to_hub, public=args.hub_public)
-    output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -4,7 +4,8 @@ A run folder holds at most one complete `checkpoint-epoch-<N>` (model, optimiser
 plus `training_state.json`), `best/` (the model with the lowest finite validation loss so far) and, once evaluated,
 `result.json`. Each of them is written under a temporary name, flushed and renamed, so a kill or a full disk
 leaves the previous complete one in place. `best/` and each checkpoint list the files the run wrote into them
-(`OWN_FILES_LIST`, with their sizes); a folder is only ever deleted or replaced while it holds nothing else.
+(`OWN_FILES_LIST`, with their sizes); a folder is only ever deleted or replaced while it holds nothing else. The
+top of `--output_dir` keeps the same list for what every run replaces there (`TOP_LEVEL_OUTPUTS`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ from instruct_tuning.atomic_io import (
     replace_directory,
     write_text_atomically,
 )
+from instruct_tuning.variants import MVAEMA, PEER
 
 TRAINING_STATE_FILE = "training_state.json"
 PARTIAL_CHECKPOINT = "checkpoint-partial"
 BEST_DIR = "best"
 RESULT_FILE = "result.json"
 OWN_FILES_LIST = "files-written-by-the-run.json"
+# What every run writes at the top of --output_dir (reporting.write_reports and save_model_with_card, over every
+# finished run in the folder): replaced by the next run, so each must be a run's own.
+TOP_LEVEL_OUTPUTS = ("results.json", "results.md", *(f"confusion_matrix_{variant}.png" for variant in (MVAEMA, PEER)),
+                     "model")
 
 
 @dataclass
@@ -119,32 +125,58 @@ def clear_run_outputs(run_dir: Path) -> None:
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
 
 
-def record_own_files(folder: Path) -> None:
-    """List the files of `folder` (just written by the run) with their sizes, in the folder itself."""
-    write_text_atomically(folder / OWN_FILES_LIST, json.dumps(_file_sizes(folder)))
+def record_own_files(folder: Path, entries: tuple[str, ...] | None = None) -> None:
+    """List the files of `folder` (or of its `entries` only), just written by the run, with their sizes, in the
+    folder itself."""
+    write_text_atomically(folder / OWN_FILES_LIST, json.dumps(_file_sizes(folder, entries)))
+
+
+def record_top_level_outputs(output_dir: Path) -> None:
+    """After a run wrote its tables and model: mark them as the run's, so that the next run may replace them."""
+    record_own_files(output_dir, TOP_LEVEL_OUTPUTS)
 
 
 def check_only_own_files(folders: list[Path]) -> None:
     """Raise `ArgumentError` naming the files of `folders` that the run did not write, or changed since (a user's
     notes, weights copied in): deleting or replacing those folders would lose them."""
     foreign = [f"{folder}/{name}" for folder in folders if folder.is_dir() for name in _foreign_files(folder)]
+    _refuse(foreign, "delete them; move them out of the run folder")
+
+
+def check_top_level_outputs(output_dir: Path) -> None:
+    """Before any work: raise `ArgumentError` naming the files among `TOP_LEVEL_OUTPUTS` of `output_dir` that no run
+    wrote (a user's results.md, a model of their own), or that were changed since: this run would overwrite them."""
+    foreign = _foreign_files(output_dir, TOP_LEVEL_OUTPUTS) if output_dir.is_dir() else []
+    _refuse([f"{output_dir}/{name}" for name in foreign], "overwrite them; move them out of --output_dir")
+
+
+def _refuse(foreign: list[str], consequence: str) -> None:
     if foreign:
         raise ArgumentError(
             f"--output_dir: {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''} were not written by a "
-            "training run (or were changed since), and this run would delete them; move them out of the run "
-            "folder or choose another --output_dir"
+            f"training run (or were changed since), and this run would {consequence} or choose another --output_dir"
         )
 
 
-def _foreign_files(folder: Path) -> list[str]:
+def _foreign_files(folder: Path, entries: tuple[str, ...] | None = None) -> list[str]:
     try:
         own = json.loads((folder / OWN_FILES_LIST).read_text())
     except (OSError, ValueError):  # no list (or a damaged one): nothing in the folder is known to be the run's
         own = {}
     own = own if isinstance(own, dict) else {}
-    return sorted(name for name, size in _file_sizes(folder).items() if own.get(name) != size)
+    return sorted(name for name, size in _file_sizes(folder, entries).items() if own.get(name) != size)
 
 
-def _file_sizes(folder: Path) -> dict[str, int]:
-    files = (path for path in folder.rglob("*") if path.is_file() or path.is_symlink())
+def _file_sizes(folder: Path, entries: tuple[str, ...] | None = None) -> dict[str, int]:
+    """{path relative to `folder`: size} of the files and links under `folder`, or under its `entries` only (the
+    rest of the folder, such as the run folders below --output_dir, is not walked)."""
+    roots = [folder / name for name in entries] if entries is not None else list(folder.iterdir())
+    files = [path for root in roots for path in _files_at(root)]
     return {str(path.relative_to(folder)): path.lstat().st_size for path in files if path.name != OWN_FILES_LIST}
+
+
+def _files_at(root: Path) -> list[Path]:
+    """`root` itself when it is a file or a link, else the files and links below it (none when it is missing)."""
+    if root.is_symlink() or root.is_file():
+        return [root]
+    return [path for path in root.rglob("*") if path.is_file() or path.is_symlink()]

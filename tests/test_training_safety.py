@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import run_instruct_tuning
 from instruct_tuning import checkpoints, reporting
 from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import replace_directory, write_text_atomically
@@ -191,6 +192,37 @@ def test_a_fresh_run_refuses_to_delete_files_it_did_not_write(tmp_path):
     (run_dir / "checkpoint-epoch-3" / "model.safetensors").write_text("weights")  # as the run wrote it
     checkpoints.clear_run_outputs(run_dir)
     assert not (run_dir / "best").exists() and not (run_dir / "checkpoint-epoch-3").exists()
+
+
+def test_a_run_refuses_an_output_dir_whose_tables_or_model_it_did_not_write(tmp_path, monkeypatch):
+    """Refused before any work (the script's first step, a stand-in here, is never reached). What a run published
+    is recorded as its own, so the next run into the folder, fresh or --resume, may replace it."""
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "results.md").write_text("the user's own results")
+    (output_dir / "notes.md").write_text("no run writes this file, so it is never in the way")
+
+    def work(*_):
+        raise RuntimeError("the run started its work")
+
+    monkeypatch.setattr(run_instruct_tuning, "make_accelerator", work)
+    with pytest.raises(ArgumentError, match=rf"^--output_dir: {output_dir}/results.md were not written by a training"):
+        run_instruct_tuning.main(["--output_dir", str(output_dir)])
+    assert (output_dir / "results.md").read_text() == "the user's own results"
+
+    (output_dir / "results.md").unlink()
+    monkeypatch.setattr(run_instruct_tuning.reporting, "write_reports", lambda summary, folder: [
+        (folder / name).write_text("what the script writes") for name in ("results.md", "results.json")])
+    run_instruct_tuning.publish(SimpleNamespace(output_dir=str(output_dir)), {}, None, None)  # no MVaEMa: no model
+    for resume in ([], ["--resume"]):
+        with pytest.raises(RuntimeError, match="the run started its work"):
+            run_instruct_tuning.main(["--output_dir", str(output_dir), *resume])
+
+    (output_dir / "model").mkdir()
+    (output_dir / "model" / "model.safetensors").write_text("the user's own weights")
+    (output_dir / "results.md").write_text("the script's tables, edited by the user")
+    with pytest.raises(ArgumentError, match=r"out/model/model.safetensors, .*out/results.md were not written"):
+        run_instruct_tuning.main(["--output_dir", str(output_dir), "--resume"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
