@@ -14,19 +14,15 @@ and float pixels are stretched in float32, one band of rows at a time, over the 
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# The processor's conversion: the model files stand alone on the Hub, so the package imports theirs.
-from modeling_mvaema.processing_mvaema import HIGH_BIT_DEPTH_MODES, to_rgb
-
-logger = logging.getLogger(__name__)
+# The processor's conversions: the model files stand alone on the Hub, so the package imports theirs.
+from modeling_mvaema.processing_mvaema import HIGH_BIT_DEPTH_MODES, stretched_to_8_bit, to_rgb
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 
@@ -37,8 +33,6 @@ MAX_IMAGE_PIXELS = 120_000_000
 DECODE_MAX_SIDE = 2048
 # The decoded pixels of one image at most: a 9000x9000 16-bit micrograph (155 MiB) fits, 9000x9000 RGBA does not.
 MAX_DECODED_BYTES = 256 * 2**20
-# Output rows stretched at a time: bounds the float32 copy of a band, whatever the image's size.
-ROWS_PER_BAND = 64
 
 
 class BadImageError(ValueError):
@@ -199,7 +193,7 @@ def decoded_to_rgb(path: Path, image: Image.Image, factor: int) -> Image.Image:
     """The decoded `image`, reduced by `factor` (the last rows and columns that do not fill a box are left out), as
     8-bit RGB."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        return to_rgb(stretched_to_8_bit(path, image, factor))
+        return to_rgb(stretched_to_8_bit(image, factor, source=str(path)))
     if factor == 1:
         return to_rgb(image)
     whole_boxes = (0, 0, image.width // factor * factor, image.height // factor * factor)
@@ -207,35 +201,3 @@ def decoded_to_rgb(path: Path, image: Image.Image, factor: int) -> Image.Image:
         size = (image.width // factor, image.height // factor)
         return to_rgb(image.resize(size, Image.Resampling.NEAREST, whole_boxes))
     return to_rgb(image.reduce(factor, whole_boxes))
-
-
-def stretched_to_8_bit(path: Path, image: Image.Image, factor: int) -> Image.Image:
-    """A 16/32-bit or float greyscale image as 8-bit greyscale, stretched over its own finite range (scaling by the
-    type's maximum would turn a 12-bit detector's image nearly black; one NaN would make the range NaN). Pixels that
-    are NaN or infinite are shown black and the file is named in a warning."""
-    values = box_reduced_float32(image, factor)
-    finite = np.isfinite(values)
-    if not finite.all():
-        logger.warning("%s: NaN or infinite pixels (no measured value) are shown black; the others are stretched "
-                       "over their own range", path)
-        values[~finite] = values[finite].min() if finite.any() else 0.0
-    low, high = float(values.min()), float(values.max())
-    scale = 255.0 / (high - low) if high > low else 0.0
-    stretched = np.empty(values.shape, dtype=np.uint8)
-    for first in range(0, len(values), ROWS_PER_BAND):
-        # In float64 as `to_rgb` stretches, a band at a time: an image it decodes whole gives the same pixels.
-        band = values[first : first + ROWS_PER_BAND].astype(np.float64)
-        stretched[first : first + ROWS_PER_BAND] = ((band - low) * scale).astype(np.uint8)
-    return Image.fromarray(stretched)
-
-
-def box_reduced_float32(image: Image.Image, factor: int) -> np.ndarray:
-    """One-band `image` as float32, each `factor` x `factor` box averaged, converted a band of rows at a time so that
-    no full-size float copy exists (PIL cannot reduce 16-bit images itself)."""
-    columns, rows = image.width // factor, image.height // factor
-    reduced = np.empty((rows, columns), dtype=np.float32)
-    for first in range(0, rows, ROWS_PER_BAND):
-        last = min(first + ROWS_PER_BAND, rows)
-        band = np.asarray(image.crop((0, first * factor, columns * factor, last * factor)), dtype=np.float32)
-        reduced[first:last] = band.reshape(last - first, factor, columns, factor).mean(axis=(1, 3))
-    return reduced

@@ -4,6 +4,8 @@
 Also `train_wordpiece_tokenizer`, which builds the corpus vocabulary with the `tokenizers` library.
 """
 
+import logging
+import math
 import string
 from collections.abc import Iterable, Sequence
 
@@ -20,6 +22,10 @@ IGNORE_INDEX = -100
 # printable ASCII character is kept, both as a word start and as a "##" continuation.
 ALPHABET = [character for character in string.printable if not character.isspace()]
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+# Rows of a 16/32-bit or float image converted at a time: bounds the float copies of a band, whatever the image's size.
+ROWS_PER_BAND = 64
+
+logger = logging.getLogger(__name__)
 
 
 def _empty_wordpiece_tokenizer(lowercase: bool, vocab: dict[str, int] | None = None) -> Tokenizer:
@@ -95,17 +101,60 @@ def train_wordpiece_tokenizer(
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. 16/32-bit greyscale is stretched over its own min..max range (scaling by the type's
-    maximum would turn a 12-bit detector's image nearly black); transparency is composited onto white."""
+    """Any PIL mode -> 8-bit RGB. 16/32-bit and float greyscale is stretched over the range of its finite pixels
+    (`stretched_to_8_bit`); transparency is composited onto white."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((values - low) * scale).astype(np.uint8), mode="L")
+        image = stretched_to_8_bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
     return image.convert("RGB")
+
+
+def stretched_to_8_bit(image: Image.Image, factor: int = 1, source: str | None = None) -> Image.Image:
+    """A 16/32-bit or float greyscale `image`, box-reduced by `factor`, as 8-bit greyscale stretched over the range of
+    its finite pixels (scaling by the type's maximum would turn a 12-bit detector's image nearly black; one NaN would
+    make the range NaN). NaN and infinite pixels are shown black, with a warning naming `source` (by default the
+    file PIL opened the image from). Converted in float32, a band of rows at a time: never one float64 copy."""
+    values = box_reduced_float32(image, factor)
+    low, high = finite_range(values, source or getattr(image, "filename", "") or "an image")
+    scale = 255.0 / (high - low) if high > low else 0.0
+    stretched = np.empty(values.shape, dtype=np.uint8)
+    for first in range(0, len(values), ROWS_PER_BAND):
+        # The arithmetic in float64, a band at a time: finite images keep the pixels they always had.
+        band = values[first : first + ROWS_PER_BAND].astype(np.float64)
+        band[~np.isfinite(band)] = low
+        stretched[first : first + ROWS_PER_BAND] = ((band - low) * scale).astype(np.uint8)
+    return Image.fromarray(stretched)
+
+
+def finite_range(values: np.ndarray, source: str) -> tuple[float, float]:
+    """The lowest and highest finite value of `values` ((0, 0) when none is), read a band of rows at a time; a NaN or
+    infinite value is reported in a warning naming `source`."""
+    low, high, all_finite = math.inf, -math.inf, True
+    for first in range(0, len(values), ROWS_PER_BAND):
+        band = values[first : first + ROWS_PER_BAND]
+        finite = band[np.isfinite(band)]
+        all_finite = all_finite and finite.size == band.size
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if not all_finite:
+        logger.warning("%s: NaN or infinite pixels (no measured value) are shown black; the others are stretched "
+                       "over their own range", source)
+    return (low, high) if low <= high else (0.0, 0.0)
+
+
+def box_reduced_float32(image: Image.Image, factor: int = 1) -> np.ndarray:
+    """One-band `image` as float32, each `factor` x `factor` box averaged (the last rows and columns that do not fill
+    a box are left out), converted a band of rows at a time so that no full-size float copy exists when `factor` > 1
+    (PIL cannot reduce 16-bit images itself)."""
+    columns, rows = image.width // factor, image.height // factor
+    reduced = np.empty((rows, columns), dtype=np.float32)
+    for first in range(0, rows, ROWS_PER_BAND):
+        last = min(first + ROWS_PER_BAND, rows)
+        band = np.asarray(image.crop((0, first * factor, columns * factor, last * factor)), dtype=np.float32)
+        reduced[first:last] = band.reshape(last - first, factor, columns, factor).mean(axis=(1, 3))
+    return reduced
 
 
 class MVaEMaProcessor(ProcessorMixin):

@@ -1,8 +1,11 @@
 """MVaEMa processor and tokenizer: formats, exact decoding, image modes, and errors that say what is wrong."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
+from image_fixtures import PROC_STATUS, large_sixteen_bit_png, peak_mib_added_by
 from model_fixtures import ANSWERS, CORPUS, QUESTIONS, micrographs, tiny_processor, tiny_tokenizer
 from PIL import Image
 from tokenizers import Tokenizer, models
@@ -106,6 +109,42 @@ def test_images_of_every_mode_become_rgb():
         assert _pixels(processor, Image.fromarray(grey).convert(mode)).shape == (3, 32, 32)
     transparent = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
     assert (_pixels(processor, transparent) == 1).all()  # composited onto white
+
+
+def test_a_nan_pixel_leaves_a_float_image_given_to_the_processor_stretched_and_is_named(caplog):
+    """A float micrograph handed straight to the processor (the README's snippet): a pixel with no measured value is
+    shown black (as the lowest value) and reported, instead of making the range NaN and the whole image black."""
+    processor = tiny_processor()
+    values = np.tile(np.linspace(0.5, 2.5, 64, dtype=np.float32), (48, 1))
+    values[10, 20] = np.nan
+    with caplog.at_level(logging.WARNING):
+        with_nan = _pixels(processor, Image.fromarray(values))
+    assert "an image: NaN or infinite pixels (no measured value) are shown black" in caplog.text
+    values[10, 20] = 0.5
+    assert torch.equal(with_nan, _pixels(processor, Image.fromarray(values)))
+    assert with_nan.max() - with_nan.min() > 1.9  # nearly the whole normalised range, -1 to 1: still stretched
+
+
+class ConvertedImages:
+    """Stands in for BLIP's resize (a cost of its own on a 9000 x 9000 RGB image) and keeps what it was given."""
+
+    def __init__(self):
+        self.images = []
+
+    def __call__(self, images, return_tensors):
+        self.images += images
+        return {"pixel_values": torch.zeros(len(images), 3, 32, 32)}
+
+
+@pytest.mark.skipif(not PROC_STATUS.exists(), reason="peak memory is read from Linux's /proc/self")
+def test_a_large_sixteen_bit_image_given_to_the_processor_is_converted_in_a_few_hundred_megabytes(tmp_path):
+    processor = tiny_processor()
+    processor.image_processor = converted = ConvertedImages()
+    image = Image.open(large_sixteen_bit_png(tmp_path / "large.png"))
+    image.load()
+    added = peak_mib_added_by(lambda: processor(images=image, questions="What is shown?"))
+    assert added < 500  # the 8-bit RGB result alone is 309 MiB; converting it in float64 took 1.3 GiB more
+    assert converted.images[0].getextrema() == ((0, 255),) * 3
 
 
 def test_batch_decode_drops_special_tokens():
