@@ -1,11 +1,15 @@
 """The shared foundations of the data side: the crash-safe teacher cache and safe image opening."""
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from dataset_builder.images import BadImageError, open_micrograph, to_rgb
 from dataset_builder.question_families import QUESTION_FAMILIES, caption_for_category, family_by_key
+from dataset_builder.teacher.protocol import encode_micrograph
 
 
 def test_question_families_cover_the_paper():
@@ -33,6 +37,16 @@ def test_sixteen_bit_is_stretched_not_darkened():
     values = np.linspace(1000, 4000, 64, dtype=np.uint16).reshape(8, 8)
     converted = np.asarray(to_rgb(Image.fromarray(values)))
     assert converted.min() == 0 and converted.max() == 255
+
+
+@pytest.mark.parametrize("max_side", [4000, 1024])
+def test_the_teacher_gets_the_side_it_asks_for_from_a_large_original(tmp_path, max_side):
+    """Decoding reduces large originals, but never below the teacher's --max-side (above 2048 px too)."""
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.tile(np.arange(250, dtype=np.uint8), (500, 20))).save(path)  # 5000 x 500
+    encoded = encode_micrograph(path, max_side=max_side)
+    sent = Image.open(io.BytesIO(base64.b64decode(encoded.data_url.removeprefix("data:image/jpeg;base64,"))))
+    assert sent.size == (encoded.width, encoded.height) == (max_side, max_side // 10)
 
 
 @pytest.mark.parametrize(

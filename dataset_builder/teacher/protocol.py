@@ -176,7 +176,7 @@ class EncodedImage:
 
 def encode_micrograph(path: str | os.PathLike, max_side: int) -> EncodedImage:
     """RGB JPEG data URL of the micrograph, shrunk to `max_side`; raises `BadImageError` for unusable files."""
-    image = open_micrograph(path)
+    image = open_micrograph(path, max_side=max_side)  # reduced while decoded, never below the side asked for
     size = scaled_size(*image.size, max_side)
     if size != image.size:
         image = image.resize(size, Image.Resampling.LANCZOS)
