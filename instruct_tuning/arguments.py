@@ -73,7 +73,7 @@ class ScriptArguments:
 
     # Evaluation.
     eval_batch_size: int = 128
-    max_eval_questions: int | None = field(default=None, metadata={"help": "Cap on generated test answers (None = all)."})
+    max_eval_questions: int | None = field(default=None, metadata={"help": "Test pairs each VQA protocol answers, a fixed random subset, the same for every model (default: all; 1000 for the built-in synthetic corpus, whose 4,400 test pairs in three protocols, each also with a blank image, would cost minutes of the main job)."})
 
     # Outputs.
     output_dir: str = "outputs/mvaema"
@@ -89,6 +89,7 @@ class ScriptArguments:
             self.groups_per_image = 4 if self.groups_per_image is None else self.groups_per_image
             self.questions_per_image = 1 if self.questions_per_image is None else self.questions_per_image
             self.baselines = SYNTHETIC_BASELINES if self.baselines is None else self.baselines
+            self.max_eval_questions = 1000 if self.max_eval_questions is None else self.max_eval_questions
         if self.num_epochs is None:
             self.num_epochs = 50
         if self.num_folds is None:

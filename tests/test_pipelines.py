@@ -45,6 +45,8 @@ PIPELINES = textwrap.dedent(
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved")
     model, processor = tiny_model().eval(), tiny_processor()
+    processor.category_names = ["MEMS", "Fibres", "Tips"]
+    processor.category_captions = ["SEM micrograph of a MEMS device", "SEM micrograph", "a micrograph of tips"]
     model.save_pretrained(folder / "model")
     processor.save_pretrained(folder / "model")
     image = micrographs(1)[0]
@@ -53,7 +55,11 @@ def saved_model(tmp_path_factory):
 
 
 def expected_answer(model, processor, image) -> str:
-    inputs = processor(images=[image], questions=[QUESTION])
+    """The answer asked after the caption of the category the model's ITC ranking puts first (self-captioning)."""
+    candidates = processor.tokenizer(processor.category_captions, padding=True, return_tensors="pt")
+    pixel_values = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    top = model.classify(pixel_values, candidates["input_ids"], candidates["attention_mask"]).top_k_indices[0, 0]
+    inputs = processor(images=[image], questions=[QUESTION], captions=[processor.category_captions[int(top)]])
     return processor.batch_decode(model.generate(**inputs, max_new_tokens=8))[0]
 
 
