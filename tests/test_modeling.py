@@ -155,7 +155,8 @@ def test_itm_negatives_never_use_the_pairs_own_micrograph(mode):
     [(0, [0, 1, 2, 3]), (1, [0, 2, 3]), (2, [0, 1, 2, 3])],  # eval mode scores the first pairs of each micrograph
 )
 def test_itm_loss_equals_pair_by_pair_recomputation(pairs_per_image, scored):
-    model, processor = tiny_model(itm_pairs_per_image=pairs_per_image).eval(), tiny_processor()
+    model = tiny_model(itm_pairs_per_image=pairs_per_image, itm_negatives="sample").eval()
+    processor = tiny_processor()
     batch = qa_batch(processor, SHARED_IMAGES)
     with torch.no_grad():
         output = model(**batch)
