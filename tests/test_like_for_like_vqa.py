@@ -40,7 +40,9 @@ def test_both_models_are_decoded_with_identical_settings(monkeypatch):
 
     monkeypatch.setattr(GenerationMixin, "generate", recording_generate)
     for model in (tiny_model(), peer_model()):
-        answers = generate_answers(model, processor, table, store, torch.device("cpu"), batch_size=4)
+        prompts = {"input_ids": table.prompt_ids, "attention_mask": table.prompt_mask}
+        answers = generate_answers(model, processor, store.normalized(table.image_index), prompts,
+                                   torch.device("cpu"), batch_size=4, max_new_tokens=table.labels.shape[1])
         assert len(answers) == 4
     mvaema_settings, peer_settings = received
     assert mvaema_settings == peer_settings

@@ -83,5 +83,5 @@ def test_the_installed_package_renders_the_model_card(installed, tmp_path):
     card = result["card"]
     assert card.startswith("---") and "model-index" in card and "value: 0.9" in card
     assert "# MVaEMa: a small vision-language assistant for electron micrographs" in card
-    assert "synthetic micrographs only" in card and "| MVaEMa | 0.900 | 1.000 | 0.900 | 1.55 M | itc |" in card
+    assert "synthetic micrographs only" in card and "| MVaEMa | fold 0 of 10 | 0.900 | 1.000 | 0.900 | 1.55 M | itc |" in card
     assert "{{" not in card  # every placeholder filled
