@@ -26,7 +26,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
-from .classification_mvaema import MVaEMaClassificationMixin, MVaEMaClassificationOutput
+from .classification_mvaema import MVaEMaClassificationMixin, MVaEMaClassificationOutput, check_image_index
 from .configuration_mvaema import MVaEMaConfig
 from .layers_mvaema import MVaEMaTextModel, MVaEMaVisionEmbeddings, MVaEMaVisionModel, TextMemory, padding_mask
 from .losses_mvaema import (
@@ -796,39 +796,6 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
             input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs, **generate_kwargs
         )
 
-    @torch.no_grad()
-    def self_captioned_prompts(
-        self,
-        pixel_values: torch.FloatTensor,
-        image_index: torch.LongTensor | None,
-        captioned_input_ids: torch.LongTensor,
-        captioned_attention_mask: torch.LongTensor,
-        caption_candidate_input_ids: torch.LongTensor,
-        caption_candidate_attention_mask: torch.LongTensor | None = None,
-    ) -> tuple[torch.LongTensor, torch.LongTensor]:
-        """Each question's prompt with the category caption the model ranks first for its image: the ITC ranking of
-        the C candidate captions `(C, Lc)` (ITM's without ITC), as `classify` ranks them. Returns `input_ids` and
-        `attention_mask` `(B, Lq')`, row i being `captioned_input_ids[i, top caption of image image_index[i]]`."""
-        if captioned_input_ids.ndim != 3 or caption_candidate_input_ids is None:
-            raise ValueError(
-                "self-captioning needs captioned_input_ids [batch, captions, length] and caption_candidate_input_ids "
-                "[captions, length], as MVaEMaProcessor(..., self_caption=True) makes them."
-            )
-        if pixel_values is None:
-            raise ValueError("self-captioning ranks the captions against the images: pass pixel_values.")
-        method = "itc" if self.config.use_itc else "itm"
-        ranking = self.classify(
-            pixel_values, caption_candidate_input_ids, caption_candidate_attention_mask, method=method, top_k=1
-        )
-        chosen = ranking.top_k_indices[:, 0]
-        check_image_index(image_index, chosen.shape[0], captioned_input_ids.shape[0])
-        if image_index is not None:
-            chosen = chosen[image_index]
-        rows = torch.arange(captioned_input_ids.shape[0], device=chosen.device)
-        input_ids, attention_mask = captioned_input_ids[rows, chosen], captioned_attention_mask[rows, chosen]
-        length = int(attention_mask.sum(1).max())
-        return input_ids[:, :length], attention_mask[:, :length]
-
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         """GenerationMixin's inputs plus the positions of the decoder tokens fed in this step: without causal
         self-attention (w/o CSA) the cache holds no decoder tokens to count them from."""
@@ -837,27 +804,6 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         positions = torch.arange(total_length - new_length, total_length, device=input_ids.device)
         model_inputs["decoder_position_ids"] = positions[None]
         return model_inputs
-
-
-def check_image_index(image_index: torch.Tensor | None, num_images: int, batch_size: int) -> None:
-    """`image_index` `(B,)` must name a row of `pixel_values` for each question (None: one image per question)."""
-    if image_index is None:
-        if num_images != batch_size:
-            raise ValueError(
-                f"{num_images} images for {batch_size} questions; pass image_index [batch] (which image row each "
-                "question uses) or one image per question."
-            )
-        return
-    if image_index.shape != (batch_size,) or image_index.dtype != torch.long:
-        raise ValueError(
-            f"image_index must be a LongTensor of shape [{batch_size}] (one image row per question), got "
-            f"{image_index.dtype} {list(image_index.shape)}."
-        )
-    if batch_size and (int(image_index.min()) < 0 or int(image_index.max()) >= num_images):
-        raise ValueError(
-            f"image_index values must lie in [0, {num_images - 1}] (rows of pixel_values), got min "
-            f"{int(image_index.min())} and max {int(image_index.max())}."
-        )
 
 
 def checked_training_kwargs(kwargs: dict) -> MVaEMaTrainingKwargs:
