@@ -22,7 +22,7 @@ class ScriptArguments:
     images: str | None = field(default=None, metadata={"help": "Image folder with one sub-folder per category."})
     teacher_cache: list[str] = field(default_factory=list, metadata={"help": "Teacher cache JSONL file(s) for --images."})
     dataset: str | None = field(default=None, metadata={"help": "A saved parquet folder or Hub dataset id (from mvaema-build-dataset)."})
-    synthetic_dir: str | None = field(default=None, metadata={"help": "Where the built-in synthetic corpus is generated (missing images only); default data/synthetic-<N>-per-category."})
+    synthetic_dir: str | None = field(default=None, metadata={"help": "Where the built-in synthetic corpus is generated (missing images only); default data/synthetic-<N>-per-category, with -seed<S> for --seed S other than 0."})
     synthetic_per_category: int = field(default=100, metadata={"help": "Synthetic micrographs per category."})
     num_folds: int | None = field(default=None, metadata={"help": "k of the k-fold split. Default 10 (the paper); 5 for the built-in synthetic corpus (200 test micrographs a fold)."})
     fold: int = field(default=0, metadata={"help": "Test fold; validation is the next fold, training the rest."})

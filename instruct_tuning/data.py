@@ -67,7 +67,13 @@ def load_corpus(args, accelerator) -> datasets.Dataset:
 
 
 def synthetic_directory(args) -> Path:
-    return Path(args.synthetic_dir or f"data/synthetic-{args.synthetic_per_category}-per-category")
+    """Where the built-in corpus of `args` lives. The generator draws its micrographs from the seed, so each seed has
+    its own folder (seed 0 keeps the plain name): sharing one, a run with another `--seed` would add its micrographs
+    to those already there and train on both sets."""
+    if args.synthetic_dir:
+        return Path(args.synthetic_dir)
+    suffix = f"-seed{args.seed}" if args.seed != 0 else ""
+    return Path(f"data/synthetic-{args.synthetic_per_category}-per-category{suffix}")
 
 
 def corpus_facts(args) -> dict[str, dict] | None:

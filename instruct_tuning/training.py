@@ -57,6 +57,12 @@ def precision_and_processes(accelerator: Accelerator) -> dict:
             "device": accelerator.device.type}
 
 
+def adam(parameters, learning_rate: float) -> torch.optim.Adam:
+    """Adam with its fused implementation: one kernel over all parameters instead of a loop of small ones (the same
+    update; 9 ms -> 2 ms a step for MVaEMa on 2 CPU cores). MVaEMa, the peer and the baselines all train with it."""
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
 def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
     """`optimizer.step()` at the learning rate scaled by (step + 1) / warmup_steps during warm-up. The scheduler's own
     rate is restored afterwards, so ReduceLROnPlateau keeps halving the paper's rate, not a warm-up one."""
@@ -198,7 +204,7 @@ def train_one_run(run: RunContext, data: FoldData, processor):
     args, accelerator = run.args, run.accelerator
     set_seed(args.seed + run.fold)
     model = build_model(run.variant, processor, args.overrides, args.init_from)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    optimizer = adam(model.parameters(), args.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=args.lr_patience)
     train_loader, collator, validation_loader = training_loaders(data, args, run.fold)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -244,3 +245,24 @@ def test_views_per_epoch_count_each_micrographs_question_groups():
     sampler = ImageGroupedBatchSampler(image_index, 2, 1, seed=0, groups_per_image=2)
     assert sampler.samples_per_epoch == 5  # one view per group: the sampler agrees
 
+
+
+def test_each_seed_of_the_built_in_corpus_has_its_own_folder(tmp_path, monkeypatch):
+    """The generator draws the micrographs from --seed: a run with another seed gets a corpus of its own size in its
+    own folder, and seed 0's folder is left as it was (sharing one, seed 1 added its images to seed 0's)."""
+    from accelerate import Accelerator
+
+    from instruct_tuning.arguments import ScriptArguments
+    from instruct_tuning.data import load_corpus, synthetic_directory
+
+    monkeypatch.chdir(tmp_path)
+    sizes = {}
+    for seed in (0, 1):
+        args = ScriptArguments(seed=seed, synthetic_per_category=2, num_folds=2, output_dir=str(tmp_path / f"out{seed}"))
+        corpus = load_corpus(args, Accelerator(cpu=True))
+        folder = synthetic_directory(args)
+        sizes[seed] = (len(set(corpus["image_id"])), sorted(p.name for p in folder.glob("images/*/*")))
+    assert synthetic_directory(ScriptArguments(seed=1)) != synthetic_directory(ScriptArguments(seed=0))
+    assert sizes[0][0] == sizes[1][0] == 20
+    assert len(sizes[0][1]) == 20 and all(name.startswith("s0_") for name in sizes[0][1])
+    assert synthetic_directory(ScriptArguments(seed=1, synthetic_dir="mine")) == Path("mine")

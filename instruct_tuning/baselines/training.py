@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_tuning.evaluation import distinct_images
-from instruct_tuning.training import optimizer_step_with_warmup
+from instruct_tuning.training import adam, optimizer_step_with_warmup
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 
@@ -114,7 +114,7 @@ def train_network(model, train: LabelledImages, validation: LabelledImages, pixe
     """Train `model` in place; returns it with the weights of its best validation epoch, and the training record
     {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's, with "passes_per_epoch" and
     "optimizer_steps"."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = adam(model.parameters(), settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=settings.lr_patience)
     best_loss, best_state, stale_epochs, step, epoch, history = math.inf, None, 0, 0, 0, []
