@@ -135,7 +135,8 @@ def compare(args: argparse.Namespace) -> dict:
                      "epoch_seconds": median_epoch(measurements, skip_first),
                      "samples_per_second": statistics.median(
                          s for m in measurements for s in m["train_samples_per_second"]),
-                     "batches_per_epoch": measurements[0]["batches_per_epoch"], "children": len(measurements)})
+                     "batches_per_epoch": measurements[0]["batches_per_epoch"], "children": len(measurements),
+                     "epoch_seconds_of_each_child": [m["epoch_seconds"] for m in measurements]})
     by_key = {(row["tree"], row["model"]): row for row in rows}
     for row in rows:
         row["vs_against"] = by_key[args.against, row["model"]]["epoch_seconds"] / row["epoch_seconds"]

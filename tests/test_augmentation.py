@@ -61,25 +61,3 @@ def test_grey_micrographs_stay_grey_and_colour_images_are_varied_per_channel():
     varied = augment(colour, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(varied[:, 0], varied[:, 1])
     assert (varied[:, 1] - colour[:, 1]).abs().mean() > 1e-3
-
-
-def test_draws_follow_the_kornia_pipeline_they_replace():
-    """The same distribution of views as mvaema 0.2.0's kornia pipeline (an epoch must teach what it taught): a
-    quarter turn half of the time, of round(U(0, 3)) quarters; each mirror half of the time; crops of 35-100 % of
-    the area, as torchvision's RandomResizedCrop draws them, always inside the image."""
-    from instruct_tuning.augmentation import RandomDraws
-
-    count = 40_000
-    augment = MicrographAugmentation(32)
-    maps = augment.output_to_input(RandomDraws(count, torch.Generator().manual_seed(0)))
-    linear, shift = maps[:, :, :2], maps[:, :, 2]
-    size = linear.abs().amax(dim=2)  # (N, 2): the crop's sides as shares of the image's
-    symmetry = linear / size[:, :, None]
-    turned = symmetry[:, 0, 0] == 0  # a quarter or three-quarter turn puts x on y
-    half_turn_or_none = ~turned
-    assert turned.float().mean().item() == pytest.approx(0.5 * (1 / 3 + 1 / 6), abs=0.01)
-    assert half_turn_or_none.float().mean().item() == pytest.approx(0.5 + 0.5 * (1 / 6 + 1 / 3), abs=0.01)
-    area = size.prod(dim=1)
-    assert area.min().item() >= 0.35 - 1e-6 and area.max().item() <= 1.0 + 1e-6
-    assert (shift.abs() <= 1.0 - size + 1e-6).all()  # inside the image
-    assert 0.6 < area.mean().item() < 0.7  # U(0.35, 1) with the candidates that do not fit left out
