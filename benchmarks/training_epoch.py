@@ -1,6 +1,6 @@
 """The training script's epoch at the main job's settings: this tree against another commit, in one run.
 
-    python -m benchmarks.training_epoch --against 05bc94e          # this tree vs commit 05bc94e, MVaEMa and the peer
+    python -m benchmarks.training_epoch --against HEAD~5            # this tree vs five commits back, MVaEMa and the peer
     python -m benchmarks.training_epoch --against HEAD~3 --rounds 3 --epochs 2 --out benchmarks/results/cpu/epoch.json
 
 What is timed is what `run_instruct_tuning.py` spends on an epoch of the built-in corpus (fold 0, batch 48, one
