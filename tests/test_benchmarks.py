@@ -219,3 +219,24 @@ def test_quality_benchmark_in_pieces_adds_up_and_a_kill_loses_at_most_the_fold_i
     assert "| MVaEMa | folds 1, 2 of 3 | " in report and " ± " in report
     assert "| Gradient + spectrum features (logistic regression) | folds 0, 1, 2 of 3 | " in report
     assert "Not every row covers the same test folds" in report
+
+
+def test_answer_ceiling_is_what_knowing_the_category_adds(tmp_path):
+    """Two categories whose answers differ only in the category word: knowing it scores 1.0, the best blank answer
+    less, and the image can add a target only up to that gap."""
+    from benchmarks.answer_ceiling import accuracy_needed, answer_ceiling
+
+    lines = []
+    for category, word in (("Powder", "grains"), ("Fibres", "strands")):
+        for image in range(6):
+            lines.append(json.dumps({"image_id": f"{category}{image}", "category": category, "status": "ok",
+                                     "questions": ["What is shown?"],
+                                     "answers": [f"The image shows {word} of even size on a dark ground."]}))
+    lines.append(json.dumps({"image_id": "x", "category": "Powder", "status": "failed", "questions": [], "answers": []}))
+    (tmp_path / "teacher_cache.jsonl").write_text("\n".join(lines) + "\n")
+    ceiling = answer_ceiling(tmp_path, sample=12)
+    assert ceiling["answers"] == 12
+    assert ceiling["known"] == pytest.approx(1.0)
+    assert ceiling["wrong"] < ceiling["blank"] < ceiling["known"]
+    assert accuracy_needed(ceiling, ceiling["known"] - ceiling["blank"]) == pytest.approx(1.0)
+    assert accuracy_needed(ceiling, 0.0) < 1.0
