@@ -9,37 +9,36 @@ BLEU-2; a model that names the category with accuracy `a` and guesses another ot
 this size states them poorly (the grounded fact scores), so this gap is what "the image adds" is bounded by in
 practice.
 
-Each question's best answer is searched among `--candidates` of its answers (the medoid under BLEU-2 against
-`--pool` references), per category and over all; every reference answer of a sampled micrograph is then scored
-against them with the package's BLEU-2 (`metrics/vqa_text`), lowercased as the evaluation's answers are.
+The corpus is read through the package's `datasets` builder (`load_instruct_corpus`), so its QA pairs are those
+training sees (superseded teacher records, duplicates and failed answers left out). Each question's best answer is
+searched among `--candidates` of its answers (the medoid under BLEU-2 against `--pool` references), per category and
+over all; every reference answer of a sampled micrograph is then scored against them with the package's BLEU-2
+(`metrics/vqa_text`), lowercased as the evaluation's answers are.
 
-    python benchmarks/answer_ceiling.py                     # the built-in corpus of the main job
-    python benchmarks/answer_ceiling.py --corpus data/synthetic-100-per-category --target 0.10
+    python -m benchmarks.answer_ceiling                     # the built-in corpus of the main job
+    python -m benchmarks.answer_ceiling --corpus data/synthetic-100-per-category --target 0.10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics.vqa_text.vqa_text import bleu  # noqa: E402
+from dataset_builder.builder import load_instruct_corpus
+from dataset_builder.synthetic import CACHE_FILE_NAME, IMAGES_DIR_NAME
+from metrics.vqa_text.vqa_text import bleu
 
 
-def answers_by_question(corpus: Path) -> dict[str, list[tuple[str, list[str]]]]:
-    """question -> [(category, lowercased answer tokens)] from the corpus's teacher cache."""
+def answers_by_question(rows: Iterable[dict]) -> dict[str, list[tuple[str, list[str]]]]:
+    """question -> [(category, lowercased answer tokens)] of QA rows with `question`, `answer` and `category`."""
     by_question = defaultdict(list)
-    with open(corpus / "teacher_cache.jsonl", encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            if record["status"] != "ok":
-                continue
-            for question, answer in zip(record["questions"], record["answers"], strict=True):
-                by_question[question].append((record["category"], answer.lower().split()))
+    for row in rows:
+        by_question[row["question"]].append((row["category"], row["answer"].lower().split()))
     return by_question
 
 
@@ -48,12 +47,12 @@ def best_single_answer(candidates: list[list[str]], references: list[list[str]])
     return max(candidates, key=lambda candidate: sum(bleu([ref], candidate, 2) for ref in references))
 
 
-def answer_ceiling(corpus: Path, candidates: int = 15, pool: int = 40, sample: int = 40, seed: int = 0) -> dict:
+def answer_ceiling(rows: Iterable[dict], candidates: int = 15, pool: int = 40, sample: int = 40, seed: int = 0) -> dict:
     """Mean BLEU-2 of the sampled reference answers against each question's best single answer of their own
     category (`known`), of another category (`wrong`) and over all categories (`blank`)."""
     rng = random.Random(seed)
     known = wrong = blank = count = 0.0
-    for _question, items in sorted(answers_by_question(corpus).items()):
+    for _question, items in sorted(answers_by_question(rows).items()):
         by_category = defaultdict(list)
         for category, answer in items:
             by_category[category].append(answer)
@@ -86,9 +85,12 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.10, help="BLEU-2 the image should add; prints the accuracy it needs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not (args.corpus / "teacher_cache.jsonl").is_file():
-        sys.exit(f"{args.corpus / 'teacher_cache.jsonl'}: not found (run `make main` once to generate the built-in corpus)")
-    ceiling = answer_ceiling(args.corpus, args.candidates, args.pool, args.sample, args.seed)
+    if not (args.corpus / CACHE_FILE_NAME).is_file():
+        sys.exit(f"{args.corpus / CACHE_FILE_NAME}: not found (run `make main` once to generate the built-in corpus)")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        corpus = load_instruct_corpus(args.corpus / IMAGES_DIR_NAME, [str(args.corpus / CACHE_FILE_NAME)], cache_dir=cache_dir)
+        rows = corpus.select_columns(["question", "answer", "category"]).to_list()
+    ceiling = answer_ceiling(rows, args.candidates, args.pool, args.sample, args.seed)
     known, wrong, blank = ceiling["known"], ceiling["wrong"], ceiling["blank"]
     print(f"{args.corpus}: {ceiling['answers']} answers scored")
     print(f"BLEU-2, the best answer knowing the category:          {known:.3f}")

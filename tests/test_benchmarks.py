@@ -226,15 +226,10 @@ def test_answer_ceiling_is_what_knowing_the_category_adds(tmp_path):
     less, and the image can add a target only up to that gap."""
     from benchmarks.answer_ceiling import accuracy_needed, answer_ceiling
 
-    lines = []
-    for category, word in (("Powder", "grains"), ("Fibres", "strands")):
-        for image in range(6):
-            lines.append(json.dumps({"image_id": f"{category}{image}", "category": category, "status": "ok",
-                                     "questions": ["What is shown?"],
-                                     "answers": [f"The image shows {word} of even size on a dark ground."]}))
-    lines.append(json.dumps({"image_id": "x", "category": "Powder", "status": "failed", "questions": [], "answers": []}))
-    (tmp_path / "teacher_cache.jsonl").write_text("\n".join(lines) + "\n")
-    ceiling = answer_ceiling(tmp_path, sample=12)
+    rows = [{"question": "What is shown?", "category": category,
+             "answer": f"The image shows {word} of even size on a dark ground."}
+            for category, word in (("Powder", "grains"), ("Fibres", "strands")) for _image in range(6)]
+    ceiling = answer_ceiling(rows, sample=12)
     assert ceiling["answers"] == 12
     assert ceiling["known"] == pytest.approx(1.0)
     assert ceiling["wrong"] < ceiling["blank"] < ceiling["known"]
