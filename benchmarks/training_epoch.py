@@ -3,7 +3,7 @@
     python -m benchmarks.training_epoch --against HEAD~5            # this tree vs five commits back, MVaEMa and the peer
     python -m benchmarks.training_epoch --against HEAD~3 --rounds 3 --epochs 2 --out benchmarks/results/cpu/epoch.json
 
-What is timed is what `run_instruct_tuning.py` spends on an epoch of the built-in corpus (fold 0, batch 48, one
+What is timed is what `run_instruct_tuning.py` spends on an epoch of the built-in corpus (fold 0, its batch, one
 question per micrograph, 4 question groups per micrograph, augmentation on): the script's own `training_loaders`
 (sampler, `QACollator` with its augmentation), its own `train_epoch` loop (forward, backward, the scheduled optimizer
 step) and the epoch's validation loss, with the optimizer the script builds. `training_throughput.py` times the model
@@ -75,7 +75,7 @@ def measure_epochs(tree: Path, model_name: str, epochs: int, threads: int, scrat
         seconds.append(time.perf_counter() - started)
         state.epoch += 1
     return {"epoch_seconds": seconds, "train_samples_per_second": samples_per_second,
-            "batches_per_epoch": len(train_loader), "threads": threads}
+            "batches_per_epoch": len(train_loader), "batch_size": args.batch_size, "threads": threads}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def compare(args: argparse.Namespace) -> dict:
 
 
 def print_results(results: dict) -> None:
-    print(f"\nOne epoch of the main job (fold 0, {results['rows'][0]['batches_per_epoch']} batches of 48 + the "
+    print(f"\nOne epoch of the main job (fold 0, {results['rows'][0]['batches_per_epoch']} batches of {results['rows'][0].get('batch_size', 48)} + the "
           f"validation loss), {results['threads']} threads, median of {results['rounds']} rounds")
     header = ["model", "tree", "commit", "epoch s", "train samples/s", f"speed-up vs {results['against']}", "epoch / peer's"]
     print("  ".join(f"{h:>16s}" for h in header))

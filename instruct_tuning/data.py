@@ -302,15 +302,21 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     groups of each image (a different choice every epoch): more passes over the images for the same
     compute, which is what a small corpus needs to learn what the categories look like. Pairs flagged in
     `leading_pairs` (the category question) open their image's first group, so with `groups_per_image` they are
-    asked every epoch instead of now and then. The order depends only on (seed, epoch), so a resumed run sees
+    asked every epoch instead of now and then. With `leading_pairs_twice` they also open the second group, as
+    index `pair + len(image_index)`: `QACollator` asks that second copy without the caption and the first with it,
+    so every epoch teaches both readings of the question (follow a given caption, name the category from the
+    pixels) at the place of one other question. The order depends only on (seed, epoch), so a resumed run sees
     exactly the batches an uninterrupted one would.
     """
 
     def __init__(self, image_index: torch.Tensor, batch_size: int, questions_per_image: int, seed: int,
                  drop_last: bool = False, groups_per_image: int | None = None,
-                 leading_pairs: torch.Tensor | None = None):
+                 leading_pairs: torch.Tensor | None = None, leading_pairs_twice: bool = False):
+        if leading_pairs_twice and leading_pairs is None:
+            raise ValueError("leading_pairs_twice needs leading_pairs (the pairs to ask twice)")
         self.image_index = image_index.numpy()
         self.leading_pairs = None if leading_pairs is None else leading_pairs.numpy().astype(bool)
+        self.leading_pairs_twice = leading_pairs_twice
         self.batch_size = batch_size
         self.questions_per_image = questions_per_image
         self.groups_per_image = groups_per_image
@@ -330,6 +336,9 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
             shuffled = rng.permutation(pairs_of_one_image)
             if self.leading_pairs is not None:
                 shuffled = shuffled[np.argsort(~self.leading_pairs[shuffled], kind="stable")]
+                if self.leading_pairs_twice and self.leading_pairs[shuffled[0]]:
+                    second_copy = shuffled[0] + len(self.image_index)
+                    shuffled = np.insert(shuffled, min(self.questions_per_image, len(shuffled)), second_copy)
             image_groups = np.split(shuffled, range(self.questions_per_image, len(shuffled), self.questions_per_image))
             groups.extend(image_groups[: self.groups_per_image])
         return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
@@ -346,10 +355,13 @@ class ImageGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     @property
     def samples_per_epoch(self) -> int:
+        pairs_per_image = np.bincount(self.image_index)
+        if self.leading_pairs_twice:
+            pairs_per_image += np.bincount(self.image_index[self.leading_pairs], minlength=len(pairs_per_image)) > 0
+        pairs_per_image = pairs_per_image[pairs_per_image > 0]
         if self.groups_per_image is None:
-            return len(self.image_index)
+            return int(pairs_per_image.sum())
         # Groups are cut from the front of each image's shuffled pairs, so all kept groups are full ones.
-        pairs_per_image = np.unique(self.image_index, return_counts=True)[1]
         return int(np.minimum(pairs_per_image, self.groups_per_image * self.questions_per_image).sum())
 
 
@@ -360,8 +372,9 @@ class QACollator:
     epoch from the seed), so the model also answers without being told the category; the category question loses its
     caption at its own rate, `category_caption_drop_rate`. That question must be learnt both ways: with the caption
     its answer must name the category the caption states (the paper's VQA protocol), without it the decoder must name
-    the category from the pixels. Kept on every category prompt, the caption taught the decoder to copy it and never
-    to look: without a caption the answer was the same for every micrograph (docs/training.md).
+    the category from the pixels. With `category_question_both_ways` (and a sampler that asks it twice) it is asked
+    both ways every epoch instead: with the caption, and as its second copy without. Kept on every category prompt,
+    the caption taught the decoder to copy it and never to look: without a caption the answer was the same for every micrograph (docs/training.md).
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
@@ -371,9 +384,10 @@ class QACollator:
 
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
                  caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None,
-                 category_caption_drop_rate: float | None = None):
+                 category_caption_drop_rate: float | None = None, category_question_both_ways: bool = False):
         if captions not in ("always", "never", "drop"):
             raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
+        self.category_question_both_ways = category_question_both_ways
         self.table = table
         self.pixel_store = pixel_store
         self.captions = captions
@@ -390,19 +404,23 @@ class QACollator:
         self.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
 
     def _caption_kept(self, indices: torch.Tensor) -> torch.Tensor:
+        """Whether each of `indices` [B] keeps its caption. With `category_question_both_ways` the category question
+        keeps it and its second copy (an index past the table, `ImageGroupedBatchSampler(leading_pairs_twice=True)`)
+        goes without; otherwise each pair keeps it or not at its rate, drawn from (seed, epoch)."""
         if self.captions != "drop":
             return torch.full((len(indices),), self.captions == "always")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         drop_rate = torch.full((len(self.table),), self.caption_drop_rate)
         if self.table.asks_category is not None:
-            drop_rate[self.table.asks_category] = self.category_caption_drop_rate
+            drop_rate[self.table.asks_category] = 0.0 if self.category_question_both_ways else self.category_caption_drop_rate
         kept = torch.rand(len(self.table), generator=generator) >= drop_rate
-        return kept[indices]
+        return torch.where(indices >= len(self.table), False, kept[indices % len(self.table)])
 
     def __call__(self, batch_indices: Sequence[int]) -> dict[str, torch.Tensor]:
         indices = torch.as_tensor(batch_indices, dtype=torch.long)
-        table = self.table
         kept = self._caption_kept(indices).unsqueeze(1)
+        indices = indices % len(self.table)  # the second copy of a category question is that question
+        table = self.table
         input_ids = torch.where(kept, table.prompt_ids[indices], table.prompt_ids_no_caption[indices])
         attention_mask = torch.where(kept, table.prompt_mask[indices], table.prompt_mask_no_caption[indices])
         labels = table.labels[indices]
@@ -436,8 +454,9 @@ def trim_to_longest(token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.
 
 
 def index_loader(table: QATable, batch_sampler, collator: QACollator) -> torch.utils.data.DataLoader:
-    """A DataLoader over row indices: collation does the work in the main process (no worker copies)."""
-    return torch.utils.data.DataLoader(range(len(table)), batch_sampler=batch_sampler, collate_fn=collator)
+    """A DataLoader over row indices: collation does the work in the main process (no worker copies). Indices run to
+    twice the table: those past it are second copies of category questions (`leading_pairs_twice`)."""
+    return torch.utils.data.DataLoader(range(2 * len(table)), batch_sampler=batch_sampler, collate_fn=collator)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -112,14 +112,15 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
     """(train loader, its collator, validation loader). Training batches depend only on (seed, fold, epoch)."""
     sampler = ImageGroupedBatchSampler(data.train.image_index, args.batch_size, args.questions_per_image, args.seed + fold,
                                        drop_last=True, groups_per_image=args.groups_per_image,
-                                       leading_pairs=data.train.asks_category if args.ask_category_every_epoch else None)
+                                       leading_pairs=data.train.asks_category if args.ask_category_every_epoch else None,
+                                       leading_pairs_twice=args.ask_category_both_ways)
     if len(sampler) == 0:
         raise ValueError(f"fold {fold}: the training split has {len(data.train)} QA pairs, fewer than one batch of "
                          f"{args.batch_size}; lower --batch_size or add data")
     augmentation = MicrographAugmentation(data.pixel_store.image_size) if args.augment else None
     collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
                           category_caption_drop_rate=args.category_caption_drop_rate, seed=args.seed + fold,
-                          augmentation=augmentation)
+                          augmentation=augmentation, category_question_both_ways=args.ask_category_both_ways)
     validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
                                                   seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
     validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,

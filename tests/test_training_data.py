@@ -17,7 +17,14 @@ from PIL import Image
 from dataset_builder.question_families import CLASSIFICATION_QUESTION, caption_for_category
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.augmentation import MicrographAugmentation
-from instruct_tuning.data import ImageGroupedBatchSampler, PixelStore, QACollator, tokenize_split, with_fold_count
+from instruct_tuning.data import (
+    ImageGroupedBatchSampler,
+    PixelStore,
+    QACollator,
+    index_loader,
+    tokenize_split,
+    with_fold_count,
+)
 from instruct_tuning.factories import attach_categories, train_processor
 from modeling_mvaema import MVaEMaConfig, MVaEMaForQuestionAnswering
 
@@ -180,6 +187,43 @@ def test_every_epoch_asks_each_image_its_category_question_when_asked_to():
         assert indices == asked(table.asks_category, epoch)
     drawn = torch.cat([table.asks_category[asked(None, epoch)] for epoch in range(3)])
     assert 0 < drawn.float().mean() < 1
+
+
+def test_asked_both_ways_each_image_gets_its_category_question_with_and_without_the_caption_every_epoch():
+    """`--ask_category_both_ways`: every epoch each image's first group asks the category question with its caption
+    and its second group asks it again without, at the place of another question (the epoch keeps its length);
+    the collator turns the second copy back into that question's tokens."""
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    table = tokenize_split(corpus, processor, pixel_store(corpus))
+    images = sorted(set(table.image_index.tolist()))
+    once = ImageGroupedBatchSampler(table.image_index, 4, 1, seed=3, groups_per_image=2, leading_pairs=table.asks_category)
+    twice = ImageGroupedBatchSampler(table.image_index, 4, 1, seed=3, groups_per_image=2, leading_pairs=table.asks_category,
+                                     leading_pairs_twice=True)
+    assert len(twice) == len(once) and twice.samples_per_epoch == once.samples_per_epoch == 2 * len(images)
+    collator = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5,
+                          category_caption_drop_rate=0.5, category_question_both_ways=True)
+    for epoch in range(2):
+        twice.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        indices = torch.tensor([index for batch in twice for index in batch])
+        first, second = indices[indices < len(table)], indices[indices >= len(table)] - len(table)
+        assert sorted(table.image_index[first].tolist()) == images == sorted(table.image_index[second].tolist())
+        assert table.asks_category[first].all() and table.asks_category[second].all()
+        assert set(first.tolist()) == set(second.tolist())
+        kept = collator._caption_kept(indices)
+        assert kept[indices < len(table)].all() and not kept[indices >= len(table)].any()
+        batches = list(index_loader(table, twice, collator))  # the loader's index dataset reaches the second copies
+        assert sum(len(batch["input_ids"]) for batch in batches) == len(indices)
+        batch = collator(indices.tolist())
+        with_caption = table.prompt_ids[indices % len(table)]
+        without = table.prompt_ids_no_caption[indices % len(table)]
+        length = batch["input_ids"].shape[1]
+        expected = torch.where(kept.unsqueeze(1), with_caption, without)[:, :length]
+        assert torch.equal(batch["input_ids"], expected)
+        assert not torch.equal(with_caption[:, :length], without[:, :length])
+    with pytest.raises(ValueError, match="leading_pairs"):
+        ImageGroupedBatchSampler(table.image_index, 4, 1, seed=3, leading_pairs_twice=True)
 
 
 @pytest.mark.slow

@@ -288,6 +288,7 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
     ({"max_nonfinite_steps": -1}, "--max_nonfinite_steps must be >= 0"),
     ({"baselines": "vit,cnn"}, "--baselines 'vit,cnn': unknown baseline 'cnn'; give a comma-separated list of vit, resnet"),
     ({"baselines": "all,vit"}, "'all' and 'none' stand alone"),
+    ({"ask_category_both_ways": True, "ask_category_every_epoch": False}, "--ask_category_both_ways asks the category"),
 ])
 def test_bad_numbers_and_overrides_are_named(arguments, named):
     with pytest.raises(ArgumentError, match=named.replace("[", r"\[").replace("{", r"\{")) as raised:
@@ -301,6 +302,12 @@ def test_baselines_default_to_the_fast_pair_on_the_synthetic_corpus_and_to_none_
     assert ScriptArguments(dataset="my-org/sem-instruct", baselines="all").baseline_names == ["vit", "resnet", "swin", "features"]
     assert ScriptArguments(baselines="none").baseline_names == []
     assert ScriptArguments().augment and not ScriptArguments(augment=False).augment
+
+
+def test_the_built_in_corpus_trains_at_batch_32_and_others_at_the_papers_48():
+    assert ScriptArguments().batch_size == 32
+    assert ScriptArguments(dataset="my-org/sem-instruct").batch_size == 48
+    assert ScriptArguments(batch_size=24).batch_size == 24
 
 
 def test_mixed_precision_is_left_to_accelerate_unless_given():
