@@ -146,6 +146,7 @@ def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, pred
             if name == "image":
                 scores[name]["examples"] = [{"question": q, "prediction": p, "reference": r}
                                             for q, p, r in list(zip(questions, answers, references))[:8]]
+                scores[name]["distinct_answers"] = distinct_answers_per_question(questions, answers, references)
         scores["image_adds"] = {score: scores["image"][score] - scores["blank"][score]
                                 for score in CONTRIBUTION_SCORES}
         if data.facts is not None:
@@ -154,6 +155,22 @@ def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, pred
         results[protocol] = scores
     results["questions"] = len(rows)
     return results
+
+
+def distinct_answers_per_question(questions: list[str], answers: list[str], references: list[str]) -> dict:
+    """How much the answers vary from micrograph to micrograph: per question, the number of distinct answers among
+    its rows, averaged over the questions, beside the same count of the teacher's references for those rows. A model
+    that says one sentence to every micrograph scores 1 whatever its BLEU."""
+    by_question: dict[str, tuple[set, set]] = {}
+    for question, answer, reference in zip(questions, answers, references, strict=True):
+        generated, taught = by_question.setdefault(question, (set(), set()))
+        generated.add(answer.strip())
+        taught.add(reference.strip())
+    return {
+        "model": float(np.mean([len(generated) for generated, _ in by_question.values()])),
+        "teacher": float(np.mean([len(taught) for _, taught in by_question.values()])),
+        "questions": len(by_question),
+    }
 
 
 def _difference(real: float | None, blank: float | None) -> float | None:

@@ -36,8 +36,8 @@ def display_name(model: str) -> str:
 def _mean_and_std(values: list) -> tuple:
     """Fold mean and std of numbers, lists (element-wise) or dicts (per key)."""
     first = values[0]
-    if isinstance(first, dict):
-        pairs = {key: _mean_and_std([v[key] for v in values]) for key in first}
+    if isinstance(first, dict):  # keys every run has: a figure added in a later version is left out of mixed folds
+        pairs = {key: _mean_and_std([v[key] for v in values]) for key in first if all(key in v for v in values)}
         return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
     array = np.asarray(values, dtype=float)
     return array.mean(0).tolist(), array.std(0).tolist()
@@ -115,6 +115,9 @@ def protocol_numbers(run: dict) -> dict:
             numbers[f"{protocol}/{score}"] = scores["image"][score]
             numbers[f"{protocol}/blank_{score}"] = scores["blank"][score]
             numbers[f"{protocol}/adds_{score}"] = scores["image_adds"][score]
+        if "distinct_answers" in scores["image"]:
+            numbers[f"{protocol}/distinct_answers"] = scores["image"]["distinct_answers"]["model"]
+            numbers[f"{protocol}/teacher_distinct_answers"] = scores["image"]["distinct_answers"]["teacher"]
         if "facts" in scores["image"]:
             for name in ("image", "blank"):
                 numbers[f"{protocol}/{name}_facts"] = scores[name]["facts"]["accuracy"] or 0.0
@@ -225,7 +228,9 @@ def category_answer_lines(summary: dict, models: list[str]) -> list[str]:
     """The category question's answers beside the ranking: from the pixels (no caption) against ITC top-1."""
     lines = ["", "Category named: how often the answer to \"Identify the specific type of nanomaterial\" names the "
                  "test micrograph's true category (one answer per micrograph). Facts: the share of checkable facts "
-                 "stated correctly (metrics/grounded_facts; built-in synthetic corpus only)."]
+                 "stated correctly (metrics/grounded_facts; built-in synthetic corpus only). Distinct answers: per "
+                 "question, how many different answers the test micrographs asked it get (mean over the questions), "
+                 "beside the teacher's."]
     for model in models:
         numbers = summary[model]["protocols"]
         parts = [f"without a caption {numbers['no_caption/category_named']:.3f}",
@@ -234,6 +239,9 @@ def category_answer_lines(summary: dict, models: list[str]) -> list[str]:
         if "self_caption/names_own_caption" in numbers:
             parts.append(f"self-captioned, the answer names the model's own top category "
                          f"{numbers['self_caption/names_own_caption']:.1%} of the time")
+        if "no_caption/distinct_answers" in numbers:
+            parts.append(f"distinct answers per question without a caption {numbers['no_caption/distinct_answers']:.1f} "
+                         f"(the teacher's for the same micrographs {numbers['no_caption/teacher_distinct_answers']:.1f})")
         lines.append(f"- {display_name(model)}: {'; '.join(parts)}.")
     return lines
 

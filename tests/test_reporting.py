@@ -115,3 +115,33 @@ def test_tables_cover_every_finished_run_of_the_folder_and_name_each_rows_folds(
     assert "| MVaEMa | folds 0, 2 of 5 | 0.800 ± 0.100 |" in tables
     assert "| VanillaViT (supervised) | fold 1 of 5 | 0.600 |" in tables
     assert tables.startswith("Not every row covers the same test folds")
+
+
+def answering_run(top1: float, distinct: float | None) -> dict:
+    """An MVaEMa run with answers in the no-caption protocol; `distinct`: its distinct answers per question (None: a
+    run from before the figure existed)."""
+    image = {"bleu2": 0.33, "meteor": 0.42, **({} if distinct is None else
+                                               {"distinct_answers": {"model": distinct, "teacher": 30.0, "questions": 22}})}
+    blank = {"bleu2": 0.30, "meteor": 0.39}
+    protocol = {"image": image, "blank": blank, "image_adds": {"bleu2": 0.03, "meteor": 0.03}}
+    return {**mvaema_run(top1), "vqa_protocols": {"no_caption": protocol, "questions": 1000},
+            "category_answers": {"images": 200, "no_caption": {"named_share": 0.5, "misses": []}}}
+
+
+def test_distinct_answers_per_question_are_reported_beside_the_teachers_and_older_runs_still_summarise():
+    from instruct_tuning.evaluation import distinct_answers_per_question
+
+    variety = distinct_answers_per_question(
+        questions=["size?", "size?", "size?", "shape?", "shape?"],
+        answers=["about 110 nm", "about 110 nm ", "about 40 nm", "round", "round"],
+        references=["about 120 nm", "about 45 nm", "about 40 nm", "round grains", "long wires"])
+    assert variety == {"model": 1.5, "teacher": 2.5, "questions": 2}
+
+    both = reporting.summarize({"mvaema": {0: answering_run(0.7, 10.0), 1: answering_run(0.6, 12.0)}}, CLASS_NAMES, {}, 1.0)
+    assert both["mvaema"]["protocols"]["no_caption/distinct_answers"] == pytest.approx(11.0)
+    assert "distinct answers per question without a caption 11.0 (the teacher's for the same micrographs 30.0)" in \
+        reporting.results_tables(both)
+    mixed = reporting.summarize({"mvaema": {0: answering_run(0.7, 10.0), 1: answering_run(0.6, None)}}, CLASS_NAMES, {}, 1.0)
+    assert "no_caption/distinct_answers" not in mixed["mvaema"]["protocols"]
+    assert mixed["mvaema"]["protocols"]["no_caption/bleu2"] == pytest.approx(0.33)
+    assert "distinct answers" not in reporting.results_tables(mixed).split("Distinct answers:")[1]
