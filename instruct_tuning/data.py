@@ -374,7 +374,8 @@ class QACollator:
     its answer must name the category the caption states (the paper's VQA protocol), without it the decoder must name
     the category from the pixels. With `category_question_both_ways` (and a sampler that asks it twice) it is asked
     both ways every epoch instead: with the caption, and as its second copy without. Kept on every category prompt,
-    the caption taught the decoder to copy it and never to look: without a caption the answer was the same for every micrograph (docs/training.md).
+    the caption taught the decoder to copy it and never to look: without a caption the answer was the same for every
+    micrograph (docs/training.md).
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
@@ -412,7 +413,8 @@ class QACollator:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         drop_rate = torch.full((len(self.table),), self.caption_drop_rate)
         if self.table.asks_category is not None:
-            drop_rate[self.table.asks_category] = 0.0 if self.category_question_both_ways else self.category_caption_drop_rate
+            both_ways = self.category_question_both_ways
+            drop_rate[self.table.asks_category] = 0.0 if both_ways else self.category_caption_drop_rate
         kept = torch.rand(len(self.table), generator=generator) >= drop_rate
         return torch.where(indices >= len(self.table), False, kept[indices % len(self.table)])
 
