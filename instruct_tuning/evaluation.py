@@ -146,7 +146,7 @@ def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, pred
             if name == "image":
                 scores[name]["examples"] = [{"question": q, "prediction": p, "reference": r}
                                             for q, p, r in list(zip(questions, answers, references))[:8]]
-                scores[name]["distinct_answers"] = distinct_answers_per_question(questions, answers, references)
+                scores[name].update(distinct_answers_per_question(questions, answers, references))
         scores["image_adds"] = {score: scores["image"][score] - scores["blank"][score]
                                 for score in CONTRIBUTION_SCORES}
         if data.facts is not None:
@@ -167,9 +167,8 @@ def distinct_answers_per_question(questions: list[str], answers: list[str], refe
         generated.add(answer.strip())
         taught.add(reference.strip())
     return {
-        "model": float(np.mean([len(generated) for generated, _ in by_question.values()])),
-        "teacher": float(np.mean([len(taught) for _, taught in by_question.values()])),
-        "questions": len(by_question),
+        "distinct_answers": float(np.mean([len(generated) for generated, _ in by_question.values()])),
+        "teacher_distinct_answers": float(np.mean([len(taught) for _, taught in by_question.values()])),
     }
 
 

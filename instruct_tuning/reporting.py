@@ -115,9 +115,9 @@ def protocol_numbers(run: dict) -> dict:
             numbers[f"{protocol}/{score}"] = scores["image"][score]
             numbers[f"{protocol}/blank_{score}"] = scores["blank"][score]
             numbers[f"{protocol}/adds_{score}"] = scores["image_adds"][score]
-        if "distinct_answers" in scores["image"]:
-            numbers[f"{protocol}/distinct_answers"] = scores["image"]["distinct_answers"]["model"]
-            numbers[f"{protocol}/teacher_distinct_answers"] = scores["image"]["distinct_answers"]["teacher"]
+        for variety in ("distinct_answers", "teacher_distinct_answers"):
+            if variety in scores["image"]:
+                numbers[f"{protocol}/{variety}"] = scores["image"][variety]
         if "facts" in scores["image"]:
             for name in ("image", "blank"):
                 numbers[f"{protocol}/{name}_facts"] = scores[name]["facts"]["accuracy"] or 0.0

@@ -120,8 +120,8 @@ def test_tables_cover_every_finished_run_of_the_folder_and_name_each_rows_folds(
 def answering_run(top1: float, distinct: float | None) -> dict:
     """An MVaEMa run with answers in the no-caption protocol; `distinct`: its distinct answers per question (None: a
     run from before the figure existed)."""
-    image = {"bleu2": 0.33, "meteor": 0.42, **({} if distinct is None else
-                                               {"distinct_answers": {"model": distinct, "teacher": 30.0, "questions": 22}})}
+    variety = {} if distinct is None else {"distinct_answers": distinct, "teacher_distinct_answers": 30.0}
+    image = {"bleu2": 0.33, "meteor": 0.42, **variety}
     blank = {"bleu2": 0.30, "meteor": 0.39}
     protocol = {"image": image, "blank": blank, "image_adds": {"bleu2": 0.03, "meteor": 0.03}}
     return {**mvaema_run(top1), "vqa_protocols": {"no_caption": protocol, "questions": 1000},
@@ -135,7 +135,7 @@ def test_distinct_answers_per_question_are_reported_beside_the_teachers_and_olde
         questions=["size?", "size?", "size?", "shape?", "shape?"],
         answers=["about 110 nm", "about 110 nm ", "about 40 nm", "round", "round"],
         references=["about 120 nm", "about 45 nm", "about 40 nm", "round grains", "long wires"])
-    assert variety == {"model": 1.5, "teacher": 2.5, "questions": 2}
+    assert variety == {"distinct_answers": 1.5, "teacher_distinct_answers": 2.5}
 
     both = reporting.summarize({"mvaema": {0: answering_run(0.7, 10.0), 1: answering_run(0.6, 12.0)}}, CLASS_NAMES, {}, 1.0)
     assert both["mvaema"]["protocols"]["no_caption/distinct_answers"] == pytest.approx(11.0)
