@@ -224,6 +224,7 @@ class QATable:
     questions: list[str] | None = None
     families: list[str] | None = None
     image_ids: list[str] | None = None
+    pad_token_id: int = 0
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -277,6 +278,7 @@ def tokenize_split(split: datasets.Dataset, processor, pixel_store: PixelStore) 
         questions=list(questions),
         families=list(split["family"]),
         image_ids=list(split["image_id"]),
+        pad_token_id=pad,
     )
 
 
@@ -385,10 +387,13 @@ class QACollator:
 
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
                  caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None,
-                 category_caption_drop_rate: float | None = None, category_question_both_ways: bool = False):
+                 category_caption_drop_rate: float | None = None, category_question_both_ways: bool = False,
+                 category_question_every_view: bool = False, every_view_answer_tokens: int | None = None):
         if captions not in ("always", "never", "drop"):
             raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
         self.category_question_both_ways = category_question_both_ways
+        self.category_pair_of_image = category_pair_of_image(table) if category_question_every_view else None
+        self.every_view_answer_tokens = every_view_answer_tokens
         self.table = table
         self.pixel_store = pixel_store
         self.captions = captions
@@ -436,8 +441,13 @@ class QACollator:
         pixel_values = self.pixel_store.normalized(batch_images)
         if self.augmentation is not None:
             pixel_values = self.augmentation(pixel_values, generator=self.generator)
+        lm_only = {}
+        if self.category_pair_of_image is not None:
+            input_ids, attention_mask, labels, image_index, lm_only = self._with_category_questions(
+                indices, batch_images, input_ids, attention_mask, labels, image_index)
         return {
             **pair_prompt,
+            **lm_only,
             "caption_ids": caption_ids,
             "caption_mask": caption_mask,
             "pixel_values": pixel_values,
@@ -447,6 +457,40 @@ class QACollator:
             "attention_mask": attention_mask,
             "labels": labels[:, : int((labels != -100).sum(1).max())],
         }
+
+
+    def _with_category_questions(self, indices, batch_images, input_ids, attention_mask, labels, image_index):
+        """Appends, for each micrograph of the batch, its category question as an answer-only row (`lm_only_rows`),
+        unless the batch already asks it; each such row keeps the caption or not at `category_caption_drop_rate`,
+        drawn per row and batch. Rows stay right-padded to the longest of all."""
+        table = self.table
+        rows = self.category_pair_of_image[batch_images]
+        has_row = (rows >= 0) & ~torch.isin(rows, indices)
+        rows, extra_images = rows[has_row], torch.arange(len(batch_images))[has_row]
+        kept = (torch.rand(len(rows), generator=self.generator) >= self.category_caption_drop_rate).unsqueeze(1)
+        if self.captions != "drop":
+            kept = torch.full_like(kept, self.captions == "always")
+        extra_ids = torch.where(kept, table.prompt_ids[rows], table.prompt_ids_no_caption[rows])
+        extra_mask = torch.where(kept, table.prompt_mask[rows], table.prompt_mask_no_caption[rows])
+        width = max([input_ids.shape[1], *extra_mask.sum(1).tolist()])
+        input_ids = torch.cat([pad_columns(input_ids, width, table.pad_token_id), extra_ids[:, :width]])
+        attention_mask = torch.cat([pad_columns(attention_mask, width, 0), extra_mask[:, :width]])
+        extra_labels = table.labels[rows]
+        if self.every_view_answer_tokens is not None:
+            extra_labels = extra_labels[:, : self.every_view_answer_tokens]
+        labels = torch.cat([labels, pad_columns(extra_labels, labels.shape[1], -100)])
+        image_index = torch.cat([image_index, extra_images])
+        return input_ids, attention_mask, labels, image_index, {"lm_only_rows": len(rows)}
+
+
+def category_pair_of_image(table: QATable) -> torch.Tensor:
+    """Per pixel-store index, the row of the image's (first) category question in `table`, -1 where it has none."""
+    none = len(table)
+    rows = torch.full((int(table.image_index.max()) + 1,), none, dtype=torch.long)
+    if table.asks_category is not None:
+        category_rows = table.asks_category.nonzero().flatten()
+        rows = rows.scatter_reduce(0, table.image_index[category_rows], category_rows, reduce="amin")
+    return rows.masked_fill(rows == none, -1)
 
 
 def trim_to_longest(token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -120,7 +120,9 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
     augmentation = MicrographAugmentation(data.pixel_store.image_size) if args.augment else None
     collator = QACollator(data.train, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
                           category_caption_drop_rate=args.category_caption_drop_rate, seed=args.seed + fold,
-                          augmentation=augmentation, category_question_both_ways=args.ask_category_both_ways)
+                          augmentation=augmentation, category_question_both_ways=args.ask_category_both_ways,
+                          category_question_every_view=args.ask_category_every_view,
+                          every_view_answer_tokens=args.every_view_answer_tokens)
     validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
                                                   seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
     validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,
@@ -146,7 +148,7 @@ def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState)
             else:
                 count_nonfinite_step(run, state)
             optimizer.zero_grad()
-        samples += len(batch["input_ids"]) * accelerator.num_processes
+        samples += (len(batch["input_ids"]) - batch.get("lm_only_rows", 0)) * accelerator.num_processes
         state.global_step += 1
         losses = {name: float(value.detach()) for name in LOSS_NAMES if (value := getattr(outputs, name, None)) is not None}
         progress.set_postfix(loss=f"{losses['loss']:.3f}")

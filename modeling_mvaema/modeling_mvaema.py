@@ -365,6 +365,10 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
         states its category). ITC then also contrasts each image with the captions of the batch, identical captions
         being one text (`losses_mvaema.token_sequence_keys`): the caption of a category is a positive for every image
         of that category. Zero-shot classification ranks exactly these caption texts.
+    lm_only_rows (`int`): the last R rows of input_ids, attention_mask, labels and image_index train the answer
+        decoder only (LM loss), not ITC or ITM: extra questions a batch asks of its micrographs (the training script's
+        `--ask_category_every_view`: each micrograph's category question without the caption). `pair_prompt_ids`,
+        `caption_ids` and `image_keys` then cover the first B - R rows.
     return_logits (`bool`): return the logits of every answer position. Default: yes, except in training mode with
         `labels`, where the LM head then runs on the answer tokens only (padding is about a third of a batch's answer
         grid and would cost a vocabulary-sized projection per position); `logits` is then None. Same loss either way.
@@ -376,6 +380,7 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     pair_prompt_mask: torch.LongTensor | None
     caption_ids: torch.LongTensor | None
     caption_mask: torch.LongTensor | None
+    lm_only_rows: int | None
     return_logits: bool | None
 
 
@@ -539,10 +544,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         losses = {}
         if labels is not None:
             token_logits, token_labels = self._answer_token_logits(decoder_states, logits, labels)
+            pairs = labels.shape[0] - (training_inputs.get("lm_only_rows") or 0)  # the rows ITC and ITM read
             prompt = (training_inputs.get("pair_prompt_ids"), training_inputs.get("pair_prompt_mask"))
             if prompt[0] is None:
-                prompt = (input_ids, attention_mask)
-            losses = self._losses(labels, token_logits, token_labels, encoder_outputs, prompt, training_inputs)
+                prompt = (input_ids[:pairs], attention_mask[:pairs])
+            losses = self._losses(labels[:pairs], token_logits, token_labels, encoder_outputs, prompt, training_inputs)
         output = MVaEMaOutput(
             logits=logits,
             cache=cache,
@@ -630,7 +636,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         prompt: tuple[torch.Tensor | None, torch.Tensor | None],
         training_inputs: MVaEMaTrainingKwargs,
     ) -> dict[str, torch.Tensor | None]:
-        """The enabled losses and their weighted sum; ITC and ITM read "prompt + answer" (`pair_texts`)."""
+        """The enabled losses and their weighted sum; ITC and ITM read "prompt + answer" (`pair_texts`) of the first
+        `len(labels)` questions (the others are answer-only rows, `lm_only_rows`)."""
         losses = {
             "loss_lm": language_modeling_loss(token_logits, token_labels, training_inputs.get("num_items_in_batch")),
             "loss_itc": None,
@@ -649,7 +656,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
                 prompt_ids, prompt_mask, labels, self.config.pad_token_id, self.config.contrastive_max_length
             )
             losses["loss_itc"], losses["loss_itm"] = self._image_text_losses(
-                text_ids, text_mask, encoder_outputs, training_inputs
+                text_ids, text_mask, encoder_outputs.image_embeds, encoder_outputs.image_index[: len(labels)],
+                training_inputs,
             )
         weights = {
             "loss_itc": self.config.itc_loss_weight,
@@ -663,11 +671,12 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         self,
         text_ids: torch.Tensor,
         text_mask: torch.Tensor,
-        encoder_outputs: MVaEMaEncoderOutput,
+        image_embeds: torch.Tensor,
+        image_index: torch.Tensor,
         training_inputs: MVaEMaTrainingKwargs,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """ITC over the batch (gathered across processes while training) and ITM on hard negatives drawn from it."""
-        image_embeds, image_index = encoder_outputs.image_embeds, encoder_outputs.image_index
+        """ITC over the batch (gathered across processes while training) and ITM on hard negatives drawn from it:
+        texts `(B, L)` of the pairs, image_embeds `(I, 1 + patches, Hv)`, image_index `(B,)`."""
         row_keys, text_keys = micrograph_keys(image_index, training_inputs.get("image_keys"), image_embeds.shape[0])
         loss_itc, text_to_image = None, None
         if self.config.use_itc:

@@ -206,6 +206,36 @@ def test_pair_prompt_replaces_the_prompt_for_itc_and_itm_only():
     assert not torch.isclose(captioned.loss_itc, plain.loss_itc)
 
 
+def test_answer_only_rows_add_to_the_lm_loss_and_leave_itc_and_itm_alone():
+    """`lm_only_rows`: the last rows (the training script's extra category questions) are answered by the decoder
+    and scored by the LM loss over all answer tokens; ITC and ITM read the other rows exactly as without them."""
+    processor, model = tiny_processor(), tiny_model().eval()
+    pairs = qa_batch(processor, SHARED_IMAGES)
+    extra = processor(images=micrographs(3), questions=QUESTIONS[:2], answers=ANSWERS[:2], image_index=[2, 0])
+    width = max(pairs["input_ids"].shape[1], extra["input_ids"].shape[1])
+    answer_width = max(pairs["labels"].shape[1], extra["labels"].shape[1])
+
+    def padded(tensor, to, value):
+        return F.pad(tensor, (0, to - tensor.shape[1]), value=value)
+
+    both = {
+        "pixel_values": pairs["pixel_values"],
+        "input_ids": torch.cat([padded(b["input_ids"], width, model.config.pad_token_id) for b in (pairs, extra)]),
+        "attention_mask": torch.cat([padded(b["attention_mask"], width, 0) for b in (pairs, extra)]),
+        "labels": torch.cat([padded(b["labels"], answer_width, -100) for b in (pairs, extra)]),
+        "image_index": torch.cat([pairs["image_index"], extra["image_index"]]),
+    }
+    with torch.no_grad():
+        mixed = model(**both, lm_only_rows=2)
+        alone = model(**pairs)
+        every_row = model(**both)
+    torch.testing.assert_close(mixed.loss_itc, alone.loss_itc)
+    torch.testing.assert_close(mixed.loss_itm, alone.loss_itm)
+    torch.testing.assert_close(mixed.loss_lm, every_row.loss_lm)
+    assert not torch.isclose(mixed.loss_lm, alone.loss_lm)
+    assert not torch.isclose(every_row.loss_itc, alone.loss_itc)
+
+
 def test_single_image_batch_skips_itm_and_still_trains():
     model, processor = tiny_model(), tiny_processor()
     output = model(**qa_batch(processor, [0, 0, 0, 0]))

@@ -226,6 +226,45 @@ def test_asked_both_ways_each_image_gets_its_category_question_with_and_without_
         ImageGroupedBatchSampler(table.image_index, 4, 1, seed=3, leading_pairs_twice=True)
 
 
+def test_asked_at_every_view_each_micrograph_of_a_batch_also_gets_its_category_question():
+    """`--ask_category_every_view`: each batch appends, per micrograph, its category question as an answer-only row
+    (`lm_only_rows`), with or without the caption at the category question's rate, unless the batch already asks it;
+    ITC's texts cover the drawn pairs only."""
+    corpus = corpus_without_the_image_shows()
+    processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
+    table = tokenize_split(corpus, processor, pixel_store(corpus))
+    sampler = ImageGroupedBatchSampler(table.image_index, 6, 1, seed=3, groups_per_image=2,
+                                       leading_pairs=table.asks_category)
+    plain = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5, seed=1)
+    every_view = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5, seed=1,
+                            category_question_every_view=True)
+    category_row = {int(table.image_index[row]): row for row in table.asks_category.nonzero().flatten().tolist()}
+    with_caption = without = 0
+    for indices in sampler:
+        base, batch = plain(indices), every_view(indices)
+        drawn, added = len(indices), batch["lm_only_rows"]
+        assert len(batch["input_ids"]) == drawn + added and len(batch["pair_prompt_ids"]) == drawn
+        assert torch.equal(batch["pixel_values"], base["pixel_values"])
+        assert torch.equal(batch["image_index"][:drawn], base["image_index"])
+        assert torch.equal(batch["input_ids"][:drawn, : base["input_ids"].shape[1]], base["input_ids"])
+        asked = {int(table.image_index[i]) for i in indices if table.asks_category[i]}
+        keys = table.image_index[indices].unique()  # the rows of pixel_values are these micrographs, in this order
+        added_images = keys[batch["image_index"][drawn:]].tolist()
+        assert sorted(added_images) == sorted(image for image in keys.tolist() if image not in asked)
+        for position, image in enumerate(added_images):
+            row, ids = category_row[image], batch["input_ids"][drawn + position]
+            prompts = {"with": (table.prompt_ids[row], table.prompt_mask[row]),
+                       "without": (table.prompt_ids_no_caption[row], table.prompt_mask_no_caption[row])}
+            matches = [name for name, (prompt, mask) in prompts.items()
+                       if ids[: int(mask.sum())].tolist() == prompt[: int(mask.sum())].tolist()]
+            assert len(matches) == 1
+            with_caption += matches == ["with"]
+            without += matches == ["without"]
+            answer = batch["labels"][drawn + position]
+            assert answer[answer != -100].tolist() == table.labels[row][table.labels[row] != -100].tolist()
+    assert with_caption > 0 and without > 0
+
+
 @pytest.mark.slow
 def test_a_trained_model_names_the_category_its_caption_states_and_agrees_with_its_ranking():
     """The paper's VQA protocol puts the true category caption in the prompt; the answer to the category question
