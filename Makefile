@@ -1,5 +1,6 @@
 # Two entry points from a fresh clone: `make main` (the main job) and `make test` (the test suite).
-# Both build the virtual environment first; torch is pinned to the CPU build for machines without a GPU.
+# Both build the virtual environment first; torch is pinned to the CPU build for machines without a GPU, and
+# constraints.txt pins the packages whose versions change the documented figures.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,11 +8,11 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: setup main test
 
-$(BIN)/.installed: pyproject.toml scripts/install_wordnet.py
+$(BIN)/.installed: pyproject.toml constraints.txt scripts/install_wordnet.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python scripts/install_wordnet.py
 	touch $@
 

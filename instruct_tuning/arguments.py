@@ -63,8 +63,8 @@ class ScriptArguments:
     questions_per_image: int | None = field(default=None, metadata={"help": "Questions of one image grouped in a batch (image encoded once). Default 4; 1 for the built-in synthetic corpus: each batch of distinct micrographs, more views of the images for the same text."})
     groups_per_image: int | None = field(default=None, metadata={"help": "Per epoch, use only this many random question groups of each image (default: all; 4 for the built-in synthetic corpus, with one question per group)."})
     ask_category_both_ways: bool = field(default=False, metadata={"help": "Every epoch asks each training image its category question twice, with the caption and without it (in its first two question groups, in place of one other question), instead of once with the caption dropped at --category_caption_drop_rate. Needs --ask_category_every_epoch."})
-    ask_category_every_view: bool = field(default=False, metadata={"help": "Every training batch also asks each of its micrographs the category question without the caption, as an answer-only row (LM loss, no ITC/ITM), besides its drawn question: the decoder learns to name the category from the pixels at every view, as ITC learns it from the captions."})
-    every_view_answer_tokens: int | None = None
+    ask_category_every_view: bool | None = field(default=None, metadata={"nargs": "?", "const": True, "help": "Every training batch also asks each of its micrographs its category question (with the caption or not, at --category_caption_drop_rate), as an answer-only row: LM loss, no ITC/ITM, not given to the peer. The decoder then learns to name the category from the pixels at every view of a micrograph, as ITC learns it from the captions. Default: on for the built-in synthetic corpus (docs/results.md), off otherwise; `--ask_category_every_view false` turns it off."})
+    category_answer_tokens: int | None = field(default=None, metadata={"help": "With --ask_category_every_view: the extra rows score only the first N tokens of the category answer, the words that name the category. Default 8 on the built-in corpus (its answers name the category within 8 tokens: 'The image shows MEMS devices and electrodes, specifically'), the whole answer otherwise (a teacher may name it later)."})
     ask_category_every_epoch: bool = field(default=True, metadata={"help": "Every epoch asks each training image its category question (the question classification and caption following rest on), in its first question group; otherwise it is drawn like any other, about once every 22 / (questions_per_image x groups_per_image) epochs."})
     augment: bool = field(default=True, metadata={"help": "Train-time augmentation of micrographs: crops across scales, flips, quarter turns, brightness, contrast, noise (MVaEMa, the peer and the baselines; never at evaluation)."})
     caption_drop_rate: float = field(default=0.5, metadata={"help": "Share of training prompts without the category caption (the category question's: --category_caption_drop_rate)."})
@@ -94,6 +94,9 @@ class ScriptArguments:
             self.questions_per_image = 1 if self.questions_per_image is None else self.questions_per_image
             self.baselines = SYNTHETIC_BASELINES if self.baselines is None else self.baselines
             self.max_eval_questions = 1000 if self.max_eval_questions is None else self.max_eval_questions
+            self.ask_category_every_view = True if self.ask_category_every_view is None else self.ask_category_every_view
+            self.category_answer_tokens = 8 if self.category_answer_tokens is None else self.category_answer_tokens
+        self.ask_category_every_view = bool(self.ask_category_every_view)
         if self.num_epochs is None:
             self.num_epochs = 50
         if self.batch_size is None:
@@ -118,6 +121,8 @@ class ScriptArguments:
         at_least_one = {"--batch_size": self.batch_size, "--num_epochs": self.num_epochs, "--num_folds": self.num_folds,
                         "--eval_batch_size": self.eval_batch_size, "--questions_per_image": self.questions_per_image,
                         "--gradient_accumulation_steps": self.gradient_accumulation_steps}
+        if self.category_answer_tokens is not None:
+            at_least_one["--category_answer_tokens"] = self.category_answer_tokens
         if self.baseline_passes_per_epoch is not None:
             at_least_one["--baseline_passes_per_epoch"] = self.baseline_passes_per_epoch
         for name, value in at_least_one.items():

@@ -388,12 +388,12 @@ class QACollator:
     def __init__(self, table: QATable, pixel_store: PixelStore, captions: str = "always",
                  caption_drop_rate: float = 0.0, seed: int = 0, augmentation=None,
                  category_caption_drop_rate: float | None = None, category_question_both_ways: bool = False,
-                 category_question_every_view: bool = False, every_view_answer_tokens: int | None = None):
+                 category_question_every_view: bool = False, category_answer_tokens: int | None = None):
         if captions not in ("always", "never", "drop"):
             raise ValueError(f"captions must be 'always', 'never' or 'drop', not {captions!r}")
         self.category_question_both_ways = category_question_both_ways
         self.category_pair_of_image = category_pair_of_image(table) if category_question_every_view else None
-        self.every_view_answer_tokens = every_view_answer_tokens
+        self.category_answer_tokens = category_answer_tokens
         self.table = table
         self.pixel_store = pixel_store
         self.captions = captions
@@ -476,8 +476,8 @@ class QACollator:
         input_ids = torch.cat([pad_columns(input_ids, width, table.pad_token_id), extra_ids[:, :width]])
         attention_mask = torch.cat([pad_columns(attention_mask, width, 0), extra_mask[:, :width]])
         extra_labels = table.labels[rows]
-        if self.every_view_answer_tokens is not None:
-            extra_labels = extra_labels[:, : self.every_view_answer_tokens]
+        if self.category_answer_tokens is not None:
+            extra_labels = extra_labels[:, : self.category_answer_tokens]
         labels = torch.cat([labels, pad_columns(extra_labels, labels.shape[1], -100)])
         image_index = torch.cat([image_index, extra_images])
         return input_ids, attention_mask, labels, image_index, {"lm_only_rows": len(rows)}

@@ -5,7 +5,9 @@ same vocabulary, image size, patch size, width, depth, heads, weight initialisat
 epochs. Two things are
 adapted, both in the peer's favour: batches from the image-grouped collator are expanded to one image
 per question (BLIP encodes per question), and decoder inputs are built as BLIP expects ("labels already
-shifted right", starting with the decoder start token) so its loss ignores padding.
+shifted right", starting with the decoder start token) so its loss ignores padding. The answer-only category
+questions that `--ask_category_every_view` appends to MVaEMa's batches (`lm_only_rows`) are left out: like ITC and
+ITM they are MVaEMa's auxiliary training signal, and the peer trains on the QA pairs of the corpus.
 """
 
 from __future__ import annotations
@@ -67,9 +69,14 @@ class BlipPeerForQuestionAnswering(BlipForQuestionAnswering):
         return decoder_input_ids, (blip_labels != -100).long(), blip_labels
 
     def forward(self, pixel_values, input_ids, attention_mask=None, labels=None, image_index=None, image_keys=None,
-                num_items_in_batch=None, **kwargs):
+                num_items_in_batch=None, lm_only_rows=None, **kwargs):
         """BLIP's VQA forward on image-grouped batches. `image_keys` and `num_items_in_batch` are accepted for the
-        shared loop and not used: BLIP's loss is its own per-process token mean, as transformers computes it."""
+        shared loop and not used: BLIP's loss is its own per-process token mean, as transformers computes it. The
+        last `lm_only_rows` questions (MVaEMa's extra category questions) are dropped."""
+        if lm_only_rows:
+            pairs = len(input_ids) - lm_only_rows
+            input_ids, labels, image_index = input_ids[:pairs], labels[:pairs], image_index[:pairs]
+            attention_mask = None if attention_mask is None else attention_mask[:pairs]
         if image_index is not None:
             pixel_values = pixel_values[image_index]
         if labels is None:

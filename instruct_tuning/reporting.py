@@ -397,7 +397,8 @@ def render_model_card(summary: dict, corpus) -> str:
         synthetic_only=all(t.startswith("grounded-synthetic") for t in teachers),
         results_tables=results_tables(summary), epochs=arguments["num_epochs"], batch_size=arguments["batch_size"],
         learning_rate=arguments["learning_rate"], warmup_steps=arguments["warmup_steps"], folds=", ".join(str(f) for f in section.get("folds", [])),
-        num_folds=arguments["num_folds"],
+        num_folds=arguments["num_folds"], category_every_view=arguments.get("ask_category_every_view", False),
+        category_answer_tokens=arguments.get("category_answer_tokens"),
     )
     return str(card)
 

@@ -122,7 +122,7 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
                           category_caption_drop_rate=args.category_caption_drop_rate, seed=args.seed + fold,
                           augmentation=augmentation, category_question_both_ways=args.ask_category_both_ways,
                           category_question_every_view=args.ask_category_every_view,
-                          every_view_answer_tokens=args.every_view_answer_tokens)
+                          category_answer_tokens=args.category_answer_tokens)
     validation_sampler = ImageGroupedBatchSampler(data.validation.image_index, args.eval_batch_size, args.questions_per_image,
                                                   seed=0, groups_per_image=args.groups_per_image)  # epoch 0: a fixed subset
     validation_collator = QACollator(data.validation, data.pixel_store, captions="drop", caption_drop_rate=args.caption_drop_rate,

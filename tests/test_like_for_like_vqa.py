@@ -69,3 +69,17 @@ def test_a_model_with_other_special_token_ids_is_refused():
     with pytest.raises(ValueError, match="evaluate a model with the processor .tokenizer. it was trained with"):
         generation_config_for(model, shared)
     assert generation_config_for(peer_model(), shared) is shared
+
+
+def test_the_peer_trains_on_the_drawn_pairs_and_leaves_mvaemas_answer_only_rows_out():
+    """`lm_only_rows` (MVaEMa's extra category questions) are MVaEMa's auxiliary signal: the peer's loss is the one
+    it gets from the drawn pairs alone."""
+    processor, peer = tiny_processor(), peer_model().eval()
+    batch = qa_batch(processor, [0, 1, 2, 0])
+    drawn = {name: batch[name][:2] for name in ("input_ids", "attention_mask", "labels", "image_index")}
+    with torch.no_grad():
+        with_extra_rows = peer(**batch, lm_only_rows=2).loss
+        drawn_only = peer(pixel_values=batch["pixel_values"], **drawn).loss
+        every_row = peer(**batch).loss
+    torch.testing.assert_close(with_extra_rows, drawn_only)
+    assert not torch.isclose(every_row, drawn_only)

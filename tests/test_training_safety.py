@@ -289,6 +289,7 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
     ({"baselines": "vit,cnn"}, "--baselines 'vit,cnn': unknown baseline 'cnn'; give a comma-separated list of vit, resnet"),
     ({"baselines": "all,vit"}, "'all' and 'none' stand alone"),
     ({"ask_category_both_ways": True, "ask_category_every_epoch": False}, "--ask_category_both_ways asks the category"),
+    ({"category_answer_tokens": 0}, "--category_answer_tokens must be at least 1, got 0"),
 ])
 def test_bad_numbers_and_overrides_are_named(arguments, named):
     with pytest.raises(ArgumentError, match=named.replace("[", r"\[").replace("{", r"\{")) as raised:
@@ -302,6 +303,20 @@ def test_baselines_default_to_the_fast_pair_on_the_synthetic_corpus_and_to_none_
     assert ScriptArguments(dataset="my-org/sem-instruct", baselines="all").baseline_names == ["vit", "resnet", "swin", "features"]
     assert ScriptArguments(baselines="none").baseline_names == []
     assert ScriptArguments().augment and not ScriptArguments(augment=False).augment
+
+
+def test_the_built_in_corpus_asks_the_category_question_at_every_view_and_others_only_when_told():
+    from transformers import HfArgumentParser
+
+    def parsed(*argv):
+        return HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(args=list(argv))[0]
+
+    built_in, lab = parsed(), parsed("--dataset", "my-org/sem-instruct")
+    assert (built_in.ask_category_every_view, built_in.category_answer_tokens) == (True, 8)
+    assert (lab.ask_category_every_view, lab.category_answer_tokens) == (False, None)
+    assert parsed("--dataset", "my-org/sem-instruct", "--ask_category_every_view").ask_category_every_view
+    assert not parsed("--ask_category_every_view", "false").ask_category_every_view
+    assert parsed("--category_answer_tokens", "12").category_answer_tokens == 12
 
 
 def test_the_built_in_corpus_trains_at_batch_32_and_others_at_the_papers_48():
