@@ -305,17 +305,17 @@ def test_baselines_default_to_the_fast_pair_on_the_synthetic_corpus_and_to_none_
     assert ScriptArguments().augment and not ScriptArguments(augment=False).augment
 
 
-def test_the_built_in_corpus_asks_the_category_question_at_every_view_and_others_only_when_told():
+def test_the_category_question_at_every_view_is_asked_for_and_scores_8_answer_tokens_on_the_built_in_corpus():
     from transformers import HfArgumentParser
 
     def parsed(*argv):
         return HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(args=list(argv))[0]
 
     built_in, lab = parsed(), parsed("--dataset", "my-org/sem-instruct")
-    assert (built_in.ask_category_every_view, built_in.category_answer_tokens) == (True, 8)
+    assert (built_in.ask_category_every_view, built_in.category_answer_tokens) == (False, 8)
     assert (lab.ask_category_every_view, lab.category_answer_tokens) == (False, None)
+    assert parsed("--ask_category_every_view").ask_category_every_view
     assert parsed("--dataset", "my-org/sem-instruct", "--ask_category_every_view").ask_category_every_view
-    assert not parsed("--ask_category_every_view", "false").ask_category_every_view
     assert parsed("--category_answer_tokens", "12").category_answer_tokens == 12
 
 
