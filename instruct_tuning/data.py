@@ -381,7 +381,9 @@ class QACollator:
     `captions` = "always" | "never" | "drop" picks the prompt variant. When captions are dropped, ITC and ITM
     still read each pair with its caption (`pair_prompt_ids`): the caption describes the image whatever the
     question. Every batch also carries each pair's caption alone (`caption_ids`), which ITC contrasts with the
-    images: classification ranks exactly those caption texts. With `augmentation`, each image of a batch is varied
+    images: classification ranks exactly those caption texts. With `category_question_every_view`, each batch also asks
+    each of its micrographs its category question as an answer-only row (`lm_only_rows`, after the drawn pairs; the
+    answer cut to `category_answer_tokens`). With `augmentation`, each image of a batch is varied
     (training only), reproducibly from (seed, epoch, batch order).
     """
 
@@ -457,7 +459,6 @@ class QACollator:
             "attention_mask": attention_mask,
             "labels": labels[:, : int((labels != -100).sum(1).max())],
         }
-
 
     def _with_category_questions(self, indices, batch_images, input_ids, attention_mask, labels, image_index):
         """Appends, for each micrograph of the batch, its category question as an answer-only row (`lm_only_rows`),
