@@ -367,8 +367,8 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
         of that category. Zero-shot classification ranks exactly these caption texts.
     lm_only_rows (`int`): the last R rows of input_ids, attention_mask, labels and image_index train the answer
         decoder only (LM loss), not ITC or ITM: extra questions a batch asks of its micrographs (the training script's
-        `--ask_category_every_view`: each micrograph's category question without the caption). `pair_prompt_ids`,
-        `caption_ids` and `image_keys` then cover the first B - R rows.
+        `--ask_category_every_view`: each micrograph's category question, with or without the caption).
+        `pair_prompt_ids`, `caption_ids` and `image_keys` then cover the first B - R rows.
     return_logits (`bool`): return the logits of every answer position. Default: yes, except in training mode with
         `labels`, where the LM head then runs on the answer tokens only (padding is about a third of a batch's answer
         grid and would cost a vocabulary-sized projection per position); `logits` is then None. Same loss either way.
