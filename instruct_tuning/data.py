@@ -410,6 +410,9 @@ class QACollator:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        # The answer-only rows draw their captions from a stream of their own, so that the drawn pairs' augmented
+        # views are the same with and without them (and the peer, which leaves them out, trains identically).
+        self.answer_only_generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_009)
 
     def _caption_kept(self, indices: torch.Tensor) -> torch.Tensor:
         """Whether each of `indices` [B] keeps its caption. With `category_question_both_ways` the category question
@@ -468,7 +471,7 @@ class QACollator:
         rows = self.category_pair_of_image[batch_images]
         has_row = (rows >= 0) & ~torch.isin(rows, indices)
         rows, extra_images = rows[has_row], torch.arange(len(batch_images))[has_row]
-        kept = (torch.rand(len(rows), generator=self.generator) >= self.category_caption_drop_rate).unsqueeze(1)
+        kept = (torch.rand(len(rows), generator=self.answer_only_generator) >= self.category_caption_drop_rate).unsqueeze(1)
         if self.captions != "drop":
             kept = torch.full_like(kept, self.captions == "always")
         extra_ids = torch.where(kept, table.prompt_ids[rows], table.prompt_ids_no_caption[rows])

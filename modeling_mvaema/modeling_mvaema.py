@@ -535,16 +535,24 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         if return_logits is None:
             return_logits = not (self.training and labels is not None)
         memory = TextMemory(encoder_outputs.answer_memory, mask=padding_mask(encoder_outputs.answer_memory_mask))
-        read_positions = None if return_logits else self._up_to_last_answer_token(labels)
-        decoder_states = self.mvaema.text_model(
-            decoder_input_ids, decoder_attention_mask, memory, is_causal=True, position_ids=decoder_position_ids,
-            cache=cache, read_positions=read_positions,
-        )
-        logits = self.lm_head(decoder_states) if return_logits else None
+        lm_only_rows = training_inputs.get("lm_only_rows") or 0
+        logits = None
+        if return_logits:
+            decoder_states = self.mvaema.text_model(
+                decoder_input_ids, decoder_attention_mask, memory, is_causal=True, position_ids=decoder_position_ids,
+                cache=cache,
+            )
+            logits = self.lm_head(decoder_states)
         losses = {}
         if labels is not None:
-            token_logits, token_labels = self._answer_token_logits(decoder_states, logits, labels)
-            pairs = labels.shape[0] - (training_inputs.get("lm_only_rows") or 0)  # the rows ITC and ITM read
+            if return_logits:
+                token_logits, token_labels = logits.flatten(0, 1), labels.flatten()
+            else:
+                answer_states, token_labels = self._answer_states(
+                    decoder_input_ids, decoder_attention_mask, decoder_position_ids, memory, cache, labels, lm_only_rows
+                )
+                token_logits = self.lm_head(answer_states)
+            pairs = labels.shape[0] - lm_only_rows  # the rows ITC and ITM read
             prompt = (training_inputs.get("pair_prompt_ids"), training_inputs.get("pair_prompt_mask"))
             if prompt[0] is None:
                 prompt = (input_ids[:pairs], attention_mask[:pairs])
@@ -617,15 +625,45 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
         scored position, causal attention looking only backwards."""
         return labels.ne(-100).flip(1).cumsum(1).flip(1) > 0
 
-    def _answer_token_logits(
-        self, decoder_states: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor
+    def _answer_states(
+        self,
+        decoder_input_ids: torch.Tensor,
+        decoder_attention_mask: torch.Tensor | None,
+        decoder_position_ids: torch.Tensor | None,
+        memory: TextMemory,
+        cache: EncoderDecoderCache | None,
+        labels: torch.Tensor,
+        lm_only_rows: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token logits `(T, vocab)` and targets `(T,)` for the LM loss: the full grid flattened (targets -100 on
-        padding) when `logits` were computed, else the LM head applied to the answer positions alone."""
-        if logits is not None:
-            return logits.flatten(0, 1), labels.flatten()
-        is_answer = labels.ne(-100)
-        return self.lm_head(decoder_states[is_answer]), labels[is_answer]
+        """The decoder's states at the scored answer positions `(T, hidden)` and their targets `(T,)`, row by row in
+        order, without logits over the whole grid. With causal self-attention the answer-only rows (`lm_only_rows`,
+        scored on a few leading tokens) are decoded apart, cut to their last scored position: a position never reads
+        a later one, so the states are those of one pass over the padded batch, at a fraction of the cost."""
+        rows = labels.shape[0]
+        if 0 < lm_only_rows < rows and self.config.use_causal_self_attention and cache is None:
+            groups = [slice(0, rows - lm_only_rows), slice(rows - lm_only_rows, rows)]
+        else:
+            groups = [slice(0, rows)]
+        states, targets = [], []
+        for group in groups:
+            read_positions = self._up_to_last_answer_token(labels[group])
+            width = max(1, int(read_positions.sum(1).max())) if len(groups) > 1 else labels.shape[1]
+            position_ids = decoder_position_ids
+            if position_ids is not None:
+                position_ids = position_ids[group if position_ids.shape[0] == rows else slice(None), :width]
+            group_states = self.mvaema.text_model(
+                decoder_input_ids[group, :width],
+                None if decoder_attention_mask is None else decoder_attention_mask[group, :width],
+                TextMemory(memory.states[group], None if memory.mask is None else memory.mask[group]),
+                is_causal=True,
+                position_ids=position_ids,
+                cache=cache,
+                read_positions=read_positions[:, :width],
+            )
+            is_answer = labels[group, :width].ne(-100)
+            states.append(group_states[is_answer])
+            targets.append(labels[group, :width][is_answer])
+        return torch.cat(states), torch.cat(targets)
 
     def _losses(
         self,

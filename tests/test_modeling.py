@@ -234,6 +234,15 @@ def test_answer_only_rows_add_to_the_lm_loss_and_leave_itc_and_itm_alone():
     torch.testing.assert_close(mixed.loss_lm, every_row.loss_lm)
     assert not torch.isclose(mixed.loss_lm, alone.loss_lm)
     assert not torch.isclose(every_row.loss_itc, alone.loss_itc)
+    # Training decodes the answer-only rows apart, cut to their scored tokens: the same loss as the full grid.
+    model.train()
+    torch.manual_seed(0)
+    apart = model(**both, lm_only_rows=2)
+    torch.manual_seed(0)
+    full_grid = model(**both, lm_only_rows=2, return_logits=True)
+    assert apart.logits is None and full_grid.logits is not None
+    torch.testing.assert_close(apart.loss_lm, full_grid.loss_lm)
+    torch.testing.assert_close(apart.loss_lm, mixed.loss_lm)
 
 
 def test_single_image_batch_skips_itm_and_still_trains():

@@ -229,15 +229,17 @@ def test_asked_both_ways_each_image_gets_its_category_question_with_and_without_
 def test_asked_at_every_view_each_micrograph_of_a_batch_also_gets_its_category_question():
     """`--ask_category_every_view`: each batch appends, per micrograph, its category question as an answer-only row
     (`lm_only_rows`), with or without the caption at the category question's rate, unless the batch already asks it;
-    ITC's texts cover the drawn pairs only."""
+    ITC's texts cover the drawn pairs only, and the drawn pairs' augmented views are those of a run without the rows
+    (their caption draws have a random stream of their own)."""
     corpus = corpus_without_the_image_shows()
     processor = attach_categories(train_processor(corpus, vocab_size=400, image_size=SIZE), CATEGORIES)
     table = tokenize_split(corpus, processor, pixel_store(corpus))
     sampler = ImageGroupedBatchSampler(table.image_index, 6, 1, seed=3, groups_per_image=2,
                                        leading_pairs=table.asks_category)
-    plain = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5, seed=1)
+    plain = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5, seed=1,
+                       augmentation=MicrographAugmentation(SIZE))
     every_view = QACollator(table, pixel_store(corpus), captions="drop", caption_drop_rate=0.5, seed=1,
-                            category_question_every_view=True)
+                            augmentation=MicrographAugmentation(SIZE), category_question_every_view=True)
     category_row = {int(table.image_index[row]): row for row in table.asks_category.nonzero().flatten().tolist()}
     with_caption = without = 0
     for indices in sampler:
