@@ -16,6 +16,8 @@ and WordPiece detokenisation treat the reference exactly as they treat the model
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from transformers import GenerationConfig
@@ -128,6 +130,8 @@ def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, pred
     references = processor.batch_decode(table.labels[rows].clamp(min=0), skip_special_tokens=True)
     categories = table.category[rows]
     true_captions = [processor.category_captions[int(category)] for category in categories]
+    asks_category = [False] * len(rows) if table.asks_category is None else table.asks_category[rows].tolist()
+    category_names = [readable_category(name).lower() for name in data.class_names]
     images = {"image": data.pixel_store.normalized(image_index)}
     images["blank"] = torch.zeros_like(images["image"])
     results = {}
@@ -147,6 +151,7 @@ def evaluate_vqa_protocols(model, processor, data, device, batch_size: int, pred
                 scores[name]["examples"] = [{"question": q, "prediction": p, "reference": r}
                                             for q, p, r in list(zip(questions, answers, references))[:8]]
                 scores[name].update(distinct_answers_per_question(questions, answers, references))
+            scores[name].update(uninvited_categories(answers, references, asks_category, category_names))
         scores["image_adds"] = {score: scores["image"][score] - scores["blank"][score]
                                 for score in CONTRIBUTION_SCORES}
         if data.facts is not None:
@@ -170,6 +175,20 @@ def distinct_answers_per_question(questions: list[str], answers: list[str], refe
         "distinct_answers": float(np.mean([len(generated) for generated, _ in by_question.values()])),
         "teacher_distinct_answers": float(np.mean([len(taught) for _, taught in by_question.values()])),
     }
+
+
+def uninvited_categories(answers: list[str], references: list[str], asks_category: list[bool],
+                         category_names: list[str]) -> dict:
+    """How often the category sentence leaks into other answers: among the answers to questions other than the
+    category question whose reference (the teacher's answer) names no category, the share that name one (a whole
+    word or phrase: "nanoparticles" does not name "particles"). A decoder that answers every question with "The image
+    shows porous sponges, specifically ..." scores 1."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(name) for name in category_names) + r")\b")
+    uninvited = [bool(pattern.search(answer.lower()))
+                 for answer, reference, category_question in zip(answers, references, asks_category, strict=True)
+                 if not category_question and not pattern.search(reference.lower())]
+    return {"uninvited_category": float(np.mean(uninvited)) if uninvited else None,
+            "uninvited_category_answers": len(uninvited)}
 
 
 def _difference(real: float | None, blank: float | None) -> float | None:

@@ -115,8 +115,8 @@ def protocol_numbers(run: dict) -> dict:
             numbers[f"{protocol}/{score}"] = scores["image"][score]
             numbers[f"{protocol}/blank_{score}"] = scores["blank"][score]
             numbers[f"{protocol}/adds_{score}"] = scores["image_adds"][score]
-        for variety in ("distinct_answers", "teacher_distinct_answers"):
-            if variety in scores["image"]:
+        for variety in ("distinct_answers", "teacher_distinct_answers", "uninvited_category"):
+            if scores["image"].get(variety) is not None:
                 numbers[f"{protocol}/{variety}"] = scores["image"][variety]
         if "facts" in scores["image"]:
             for name in ("image", "blank"):
@@ -230,7 +230,8 @@ def category_answer_lines(summary: dict, models: list[str]) -> list[str]:
                  "test micrograph's true category (one answer per micrograph). Facts: the share of checkable facts "
                  "stated correctly (metrics/grounded_facts; built-in synthetic corpus only). Distinct answers: per "
                  "question, how many different answers the test micrographs asked it get (mean over the questions), "
-                 "beside the teacher's."]
+                 "beside the teacher's. Uninvited categories: the category sentence leaking into the answers to "
+                 "other questions."]
     for model in models:
         numbers = summary[model]["protocols"]
         parts = [f"without a caption {numbers['no_caption/category_named']:.3f}",
@@ -242,6 +243,9 @@ def category_answer_lines(summary: dict, models: list[str]) -> list[str]:
         if "no_caption/distinct_answers" in numbers:
             parts.append(f"distinct answers per question without a caption {numbers['no_caption/distinct_answers']:.1f} "
                          f"(the teacher's for the same micrographs {numbers['no_caption/teacher_distinct_answers']:.1f})")
+        if "no_caption/uninvited_category" in numbers:
+            parts.append(f"answers to the other questions that name a category where the teacher's names none "
+                         f"{numbers['no_caption/uninvited_category']:.1%} (no caption)")
         lines.append(f"- {display_name(model)}: {'; '.join(parts)}.")
     return lines
 

@@ -145,3 +145,26 @@ def test_distinct_answers_per_question_are_reported_beside_the_teachers_and_olde
     assert "no_caption/distinct_answers" not in mixed["mvaema"]["protocols"]
     assert mixed["mvaema"]["protocols"]["no_caption/bleu2"] == pytest.approx(0.33)
     assert "distinct answers" not in reporting.results_tables(mixed).split("Distinct answers:")[1]
+
+
+def test_the_category_sentence_leaking_into_other_answers_is_measured_and_reported():
+    from instruct_tuning.evaluation import uninvited_categories
+
+    names = ["porous sponges", "particles", "mems devices and electrodes"]
+    leak = uninvited_categories(
+        answers=["The image shows porous sponges, specifically a foam.", "about 40 nm", "Nanoparticles of 40 nm.",
+                 "The image shows particles.", "The image shows MEMS devices and electrodes."],
+        references=["Round pores of about 2 µm.", "about 45 nm", "Grains of 40 nm.", "The image shows particles.",
+                    "A cantilever."],
+        asks_category=[False, False, False, False, True],
+        category_names=names)
+    # Rows 4 (its reference names a category) and 5 (the category question) are not counted; "nanoparticles" is
+    # not the category "particles".
+    assert leak == {"uninvited_category": pytest.approx(1 / 3), "uninvited_category_answers": 3}
+    assert uninvited_categories(["x"], ["The image shows particles."], [False], names)["uninvited_category"] is None
+
+    run = answering_run(0.7, 10.0)
+    run["vqa_protocols"]["no_caption"]["image"]["uninvited_category"] = 0.25
+    summary = reporting.summarize({"mvaema": {0: run}}, CLASS_NAMES, {}, 1.0)
+    assert summary["mvaema"]["protocols"]["no_caption/uninvited_category"] == pytest.approx(0.25)
+    assert "name a category where the teacher's names none 25.0% (no caption)" in reporting.results_tables(summary)
