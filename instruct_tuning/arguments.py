@@ -12,6 +12,9 @@ from instruct_tuning.variants import ABLATIONS, VARIANTS, selected_variants
 SYNTHETIC_BASELINES = "vit,features"
 
 
+LR_SCHEDULER_TYPES = ("reduce_lr_on_plateau", "cosine")
+
+
 class ArgumentError(ValueError):
     """A command-line value the run cannot use; `str()` is one line naming the argument and the fix."""
 
@@ -58,6 +61,7 @@ class ScriptArguments:
     warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear LR warm-up (not in the paper; Adam's first full-size steps disturb a model trained from scratch)."})
     batch_size: int | None = field(default=None, metadata={"help": "Global batch size (split across processes). Default 48 (the paper's); 32 for the built-in synthetic corpus, whose answers learn faster from more, smaller steps at its 12 epochs (docs/results.md)."})
     num_epochs: int | None = field(default=None, metadata={"help": "Default 50 (the paper); 12 for the built-in synthetic corpus."})
+    lr_scheduler_type: str = field(default="reduce_lr_on_plateau", metadata={"help": "reduce_lr_on_plateau (the paper's: halve the rate after --lr_patience epochs without validation gain) or cosine (transformers' get_cosine_schedule_with_warmup: after the warm-up, the rate falls to 0 over --num_epochs, step by step). Names as in transformers' TrainingArguments."})
     lr_patience: int = field(default=5, metadata={"help": "Halve the learning rate after this many epochs without validation gain."})
     early_stopping_patience: int = 10
     questions_per_image: int | None = field(default=None, metadata={"help": "Questions of one image grouped in a batch (image encoded once). Default 4; 1 for the built-in synthetic corpus: each batch of distinct micrographs, more views of the images for the same text."})
@@ -128,6 +132,9 @@ class ScriptArguments:
                 raise ArgumentError(f"{name} must be at least 1, got {value}")
         if self.warmup_steps < 0:
             raise ArgumentError(f"--warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        if self.lr_scheduler_type not in LR_SCHEDULER_TYPES:
+            raise ArgumentError(f"--lr_scheduler_type must be one of {', '.join(LR_SCHEDULER_TYPES)}, "
+                                f"got {self.lr_scheduler_type!r}")
         if self.max_nonfinite_steps < 0:
             raise ArgumentError(f"--max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
         for name in ("caption_drop_rate", "category_caption_drop_rate"):

@@ -15,6 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from instruct_tuning.arguments import ScriptArguments
 from instruct_tuning.augmentation import MicrographAugmentation
@@ -75,6 +76,20 @@ def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
         group["lr"] = rate
 
 
+def learning_rate_schedule(optimizer, args: ScriptArguments, batches_per_epoch: int):
+    """The paper's plateau halving (stepped once an epoch with the validation loss, warm-up applied by
+    `optimizer_step_with_warmup`), or transformers' cosine schedule with its own warm-up, stepped after every
+    optimizer step down to 0 at the end of `num_epochs`."""
+    if args.lr_scheduler_type == "reduce_lr_on_plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=args.lr_patience)
+    optimizer_steps = args.num_epochs * batches_per_epoch // args.gradient_accumulation_steps
+    return get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, optimizer_steps)
+
+
+def steps_with_each_batch(scheduler) -> bool:
+    return scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 def validation_loss(model, loader, device) -> float:
     """Mean loss over the whole validation set. Every process computes it on its own (the model does not gather
     across processes in eval mode), so all of them take the same early-stopping decision."""
@@ -131,8 +146,9 @@ def training_loaders(data: FoldData, args: ScriptArguments, fold: int):
             index_loader(data.validation, validation_sampler, validation_collator))
 
 
-def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState) -> float:
-    """One pass over the training batches; returns the samples per second."""
+def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState, scheduler=None) -> float:
+    """One pass over the training batches; returns the samples per second. A per-step `scheduler` (cosine) steps
+    after every optimizer step; the plateau one waits for `end_epoch`."""
     accelerator, args = run.accelerator, run.args
     model.train()
     progress = tqdm(loader, desc=f"{run.label} epoch {state.epoch + 1}/{args.num_epochs}",
@@ -144,10 +160,16 @@ def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState)
             outputs = model(**batch, num_items_in_batch=accelerator.reduce(answer_tokens, "sum"))
             if loss_is_finite_everywhere(accelerator, outputs.loss):
                 accelerator.backward(outputs.loss)
-                optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps, args.warmup_steps)
+                if steps_with_each_batch(scheduler):
+                    optimizer.step()
+                else:
+                    optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps,
+                                               args.warmup_steps)
             else:
                 count_nonfinite_step(run, state)
             optimizer.zero_grad()
+            if steps_with_each_batch(scheduler) and accelerator.sync_gradients:
+                scheduler.step()  # skipped steps too: the schedule runs on the epoch's clock
         samples += (len(batch["input_ids"]) - batch.get("lm_only_rows", 0)) * accelerator.num_processes
         state.global_step += 1
         losses = {name: float(value.detach()) for name in LOSS_NAMES if (value := getattr(outputs, name, None)) is not None}
@@ -188,7 +210,8 @@ def end_epoch(run: RunContext, model, optimizer, scheduler, validation_loader, s
     """Validation loss, learning-rate schedule, early-stopping count and `best/`, then a checkpoint."""
     accelerator = run.accelerator
     loss = validation_loss(accelerator.unwrap_model(model), validation_loader, accelerator.device)
-    scheduler.step(loss if math.isfinite(loss) else math.inf)
+    if not steps_with_each_batch(scheduler):
+        scheduler.step(loss if math.isfinite(loss) else math.inf)
     improved = record_validation_loss(state, loss)
     if improved and accelerator.is_main_process:
         save_best(accelerator.unwrap_model(model), run.run_dir)
@@ -208,8 +231,8 @@ def train_one_run(run: RunContext, data: FoldData, processor):
     set_seed(args.seed + run.fold)
     model = build_model(run.variant, processor, args.overrides, args.init_from)
     optimizer = adam(model.parameters(), args.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=args.lr_patience)
     train_loader, collator, validation_loader = training_loaders(data, args, run.fold)
+    scheduler = learning_rate_schedule(optimizer, args, len(train_loader))
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     state = TrainingState()
@@ -224,7 +247,7 @@ def train_one_run(run: RunContext, data: FoldData, processor):
         # accelerate's loader re-sets its batch sampler's epoch from its own counter on every pass: set it there.
         train_loader.set_epoch(state.epoch)
         collator.set_epoch(state.epoch)
-        throughput = train_epoch(run, model, optimizer, train_loader, state)
+        throughput = train_epoch(run, model, optimizer, train_loader, state, scheduler)
         end_epoch(run, model, optimizer, scheduler, validation_loader, state, throughput)
 
     accelerator.wait_for_everyone()

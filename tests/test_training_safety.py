@@ -20,7 +20,7 @@ from instruct_tuning import checkpoints, reporting
 from instruct_tuning.arguments import ArgumentError, ScriptArguments
 from instruct_tuning.atomic_io import replace_directory, write_text_atomically
 from instruct_tuning.data import build_pixel_store
-from instruct_tuning.training import RunContext, record_validation_loss, train_epoch
+from instruct_tuning.training import RunContext, learning_rate_schedule, record_validation_loss, train_epoch
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,6 +266,32 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     train()
     assert state.nonfinite_steps == 2 and state.global_step == 4
     assert model.weight.item() == pytest.approx(1.0 - 2 * 0.1)  # two SGD steps of gradient 1, none from NaN or inf
+
+
+def test_the_cosine_schedule_warms_up_then_falls_to_zero_step_by_step_and_the_plateau_one_waits_for_epochs(tmp_path):
+    from accelerate import Accelerator
+
+    batches_per_epoch, epochs = 4, 3
+    args = ScriptArguments(warmup_steps=2, learning_rate=0.1, lr_scheduler_type="cosine", num_epochs=epochs,
+                           output_dir=str(tmp_path))
+    run = RunContext("mvaema", 0, args, Accelerator(cpu=True), tmp_path)
+    model = ScriptedLossModel([1.0] * batches_per_epoch * epochs)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = learning_rate_schedule(optimizer, args, batches_per_epoch)
+    batches = [{"labels": torch.ones(1, 2, dtype=torch.long), "input_ids": torch.ones(1, 2, dtype=torch.long)}] * batches_per_epoch
+    state = checkpoints.TrainingState()
+    rates = []
+    for _ in range(epochs):
+        train_epoch(run, model, optimizer, batches, state, scheduler)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] < 0.1 and rates[0] > rates[1] > rates[2] == pytest.approx(0.0)
+    # SGD steps of gradient 1 at the scheduled rates: 0, 0.05 (warm-up), then the cosine from 0.1 down.
+    assert model.weight.item() < 1.0 - 0.1
+
+    plateau = learning_rate_schedule(optimizer, ScriptArguments(output_dir=str(tmp_path)), batches_per_epoch)
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    with pytest.raises(ArgumentError, match="--lr_scheduler_type must be one of reduce_lr_on_plateau, cosine"):
+        ScriptArguments(lr_scheduler_type="linear")
 
 
 def test_too_many_non_finite_steps_stop_the_run_with_the_limit_named(tmp_path):
