@@ -76,14 +76,13 @@ def optimizer_step_with_warmup(optimizer, step: int, warmup_steps: int) -> None:
         group["lr"] = rate
 
 
-def learning_rate_schedule(optimizer, args: ScriptArguments, batches_per_epoch: int):
+def learning_rate_schedule(optimizer, scheduler_type: str, warmup_steps: int, lr_patience: int, optimizer_steps: int):
     """The paper's plateau halving (stepped once an epoch with the validation loss, warm-up applied by
     `optimizer_step_with_warmup`), or transformers' cosine schedule with its own warm-up, stepped after every
-    optimizer step down to 0 at the end of `num_epochs`."""
-    if args.lr_scheduler_type == "reduce_lr_on_plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=args.lr_patience)
-    optimizer_steps = args.num_epochs * batches_per_epoch // args.gradient_accumulation_steps
-    return get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, optimizer_steps)
+    optimizer step down to 0 after `optimizer_steps`. MVaEMa, the peer and the supervised baselines share it."""
+    if scheduler_type == "reduce_lr_on_plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=lr_patience)
+    return get_cosine_schedule_with_warmup(optimizer, warmup_steps, optimizer_steps)
 
 
 def steps_with_each_batch(scheduler) -> bool:
@@ -232,7 +231,8 @@ def train_one_run(run: RunContext, data: FoldData, processor):
     model = build_model(run.variant, processor, args.overrides, args.init_from)
     optimizer = adam(model.parameters(), args.learning_rate)
     train_loader, collator, validation_loader = training_loaders(data, args, run.fold)
-    scheduler = learning_rate_schedule(optimizer, args, len(train_loader))
+    scheduler = learning_rate_schedule(optimizer, args.lr_scheduler_type, args.warmup_steps, args.lr_patience,
+                                       args.num_epochs * len(train_loader) // args.gradient_accumulation_steps)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     state = TrainingState()

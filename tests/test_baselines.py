@@ -117,6 +117,15 @@ def test_more_passes_an_epoch_take_more_steps_between_the_same_validations(toy_f
     assert [h["train_loss"] for h in twice["history"]] != [h["train_loss"] for h in results["vit"]["training"]["history"]]
 
 
+def test_the_cosine_schedule_reaches_the_baselines_and_ends_at_a_rate_of_zero(toy_fold, results):
+    train, validation, test, store = toy_fold
+    cosine = train_and_evaluate_baseline("vit", train, validation, test, store, CLASS_NAMES,
+                                         tiny_settings(lr_scheduler_type="cosine", num_epochs=3))["training"]
+    assert [h["lr"] for h in cosine["history"]][-1] == pytest.approx(0.0)
+    assert cosine["history"][0]["lr"] < 1e-3 and cosine["optimizer_steps"] == 15
+    assert [h["lr"] for h in results["vit"]["training"]["history"]] == [1e-3, 1e-3]  # the plateau default
+
+
 def test_training_batches_cover_every_image_once_per_pass():
     from instruct_tuning.baselines.training import epoch_generator, training_batches
 
@@ -259,12 +268,12 @@ def test_script_settings_reach_the_baselines(tmp_path):
     from instruct_tuning.baselines.runs import baseline_settings
 
     args = ScriptArguments(learning_rate=3e-4, warmup_steps=7, batch_size=16, num_epochs=4, lr_patience=2,
-                           early_stopping_patience=3, seed=5, output_dir=str(tmp_path))
+                           early_stopping_patience=3, seed=5, lr_scheduler_type="cosine", output_dir=str(tmp_path))
     settings = baseline_settings(args, fold=2, vision_config=TINY_VISION, device="cpu")
     assert (settings.learning_rate, settings.warmup_steps, settings.batch_size, settings.num_epochs) == (3e-4, 7, 16, 4)
     assert (settings.lr_patience, settings.early_stopping_patience, settings.seed) == (2, 3, 7)  # seed + fold, as MVaEMa
     assert isinstance(settings.augmentation, MicrographAugmentation) and settings.vision_config is TINY_VISION
-    assert settings.passes_per_epoch == 1
+    assert settings.passes_per_epoch == 1 and settings.lr_scheduler_type == "cosine"
     args.augment = False
     assert baseline_settings(args, fold=2, vision_config=TINY_VISION, device="cpu").augmentation is None
 

@@ -277,7 +277,8 @@ def test_the_cosine_schedule_warms_up_then_falls_to_zero_step_by_step_and_the_pl
     run = RunContext("mvaema", 0, args, Accelerator(cpu=True), tmp_path)
     model = ScriptedLossModel([1.0] * batches_per_epoch * epochs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = learning_rate_schedule(optimizer, args, batches_per_epoch)
+    scheduler = learning_rate_schedule(optimizer, "cosine", args.warmup_steps, args.lr_patience,
+                                       epochs * batches_per_epoch)
     batches = [{"labels": torch.ones(1, 2, dtype=torch.long), "input_ids": torch.ones(1, 2, dtype=torch.long)}] * batches_per_epoch
     state = checkpoints.TrainingState()
     rates = []
@@ -288,7 +289,7 @@ def test_the_cosine_schedule_warms_up_then_falls_to_zero_step_by_step_and_the_pl
     # SGD steps of gradient 1 at the scheduled rates: 0, 0.05 (warm-up), then the cosine from 0.1 down.
     assert model.weight.item() < 1.0 - 0.1
 
-    plateau = learning_rate_schedule(optimizer, ScriptArguments(output_dir=str(tmp_path)), batches_per_epoch)
+    plateau = learning_rate_schedule(optimizer, ScriptArguments(output_dir=str(tmp_path)).lr_scheduler_type, 0, 5, 12)
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     with pytest.raises(ArgumentError, match="--lr_scheduler_type must be one of reduce_lr_on_plateau, cosine"):
         ScriptArguments(lr_scheduler_type="linear")

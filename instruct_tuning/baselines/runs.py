@@ -45,7 +45,8 @@ def baseline_settings(args: ScriptArguments, fold: int, vision_config: MVaEMaVis
     (`passes_per_epoch`). A batch holds `--batch_size` images."""
     augmentation = MicrographAugmentation(vision_config.image_size) if args.augment else None
     return BaselineSettings(
-        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, lr_scheduler_type=args.lr_scheduler_type,
+        batch_size=args.batch_size,
         num_epochs=args.num_epochs, lr_patience=args.lr_patience, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed + fold, eval_batch_size=args.eval_batch_size, vision_config=vision_config,
         device=str(device), augmentation=augmentation, passes_per_epoch=passes,

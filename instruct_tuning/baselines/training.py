@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_tuning.evaluation import distinct_images
-from instruct_tuning.training import adam, optimizer_step_with_warmup
+from instruct_tuning.training import adam, learning_rate_schedule, optimizer_step_with_warmup, steps_with_each_batch
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 
@@ -34,6 +34,7 @@ class BaselineSettings:
 
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    lr_scheduler_type: str = "reduce_lr_on_plateau"
     batch_size: int = 48
     num_epochs: int = 15
     lr_patience: int = 5
@@ -90,7 +91,7 @@ def predict_logits(model, images: LabelledImages, pixel_store, device, batch_siz
 
 
 def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settings: BaselineSettings, epoch: int,
-                    step: int, device) -> tuple[int, float]:
+                    step: int, device, scheduler=None) -> tuple[int, float]:
     """`settings.passes_per_epoch` passes over the training images; returns the next optimizer step and the mean
     training loss."""
     model.train()
@@ -102,7 +103,11 @@ def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settin
             pixel_values = settings.augmentation(pixel_values, generator=generator)
         loss = model(pixel_values=pixel_values, labels=train.labels[batch].to(device)).loss
         loss.backward()
-        optimizer_step_with_warmup(optimizer, step, settings.warmup_steps)
+        if steps_with_each_batch(scheduler):
+            optimizer.step()
+            scheduler.step()
+        else:
+            optimizer_step_with_warmup(optimizer, step, settings.warmup_steps)
         optimizer.zero_grad()
         total += float(loss.detach()) * len(batch)
         step += 1
@@ -115,14 +120,17 @@ def train_network(model, train: LabelledImages, validation: LabelledImages, pixe
     {"epochs", "best_validation_loss", "history"} shaped like MVaEMa's, with "passes_per_epoch" and
     "optimizer_steps"."""
     optimizer = adam(model.parameters(), settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                           patience=settings.lr_patience)
+    batches_per_epoch = settings.passes_per_epoch * math.ceil(len(train) / settings.batch_size)
+    scheduler = learning_rate_schedule(optimizer, settings.lr_scheduler_type, settings.warmup_steps,
+                                       settings.lr_patience, settings.num_epochs * batches_per_epoch)
     best_loss, best_state, stale_epochs, step, epoch, history = math.inf, None, 0, 0, 0, []
     while epoch < settings.num_epochs and stale_epochs < settings.early_stopping_patience:
-        step, train_loss = train_one_epoch(model, optimizer, train, pixel_store, settings, epoch, step, device)
+        step, train_loss = train_one_epoch(model, optimizer, train, pixel_store, settings, epoch, step, device,
+                                           scheduler)
         logits = predict_logits(model, validation, pixel_store, device, settings.eval_batch_size)
         loss = float(F.cross_entropy(logits, validation.labels))
-        scheduler.step(loss)
+        if not steps_with_each_batch(scheduler):
+            scheduler.step(loss)
         improved = loss < best_loss
         if improved:
             best_loss, best_state = loss, copy.deepcopy(model.state_dict())
