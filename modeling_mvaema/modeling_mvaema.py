@@ -368,7 +368,9 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     lm_only_rows (`int`): the last R rows of input_ids, attention_mask, labels and image_index train the answer
         decoder only (LM loss), not ITC or ITM: extra questions a batch asks of its micrographs (the training script's
         `--ask_category_every_view`: each micrograph's category question, with or without the caption).
-        `pair_prompt_ids`, `caption_ids` and `image_keys` then cover the first B - R rows.
+        `pair_prompt_ids`, `caption_ids` and `image_keys` then cover the first B - R rows. Without logits (training)
+        the decoder reads those rows apart, cut to their last scored token, so a few scored tokens per row cost a
+        few positions, not the batch's answer width.
     return_logits (`bool`): return the logits of every answer position. Default: yes, except in training mode with
         `labels`, where the LM head then runs on the answer tokens only (padding is about a third of a batch's answer
         grid and would cost a vocabulary-sized projection per position); `logits` is then None. Same loss either way.
