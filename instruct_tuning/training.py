@@ -229,11 +229,12 @@ def train_one_run(run: RunContext, data: FoldData, processor):
     args, accelerator = run.args, run.accelerator
     set_seed(args.seed + run.fold)
     model = build_model(run.variant, processor, args.overrides, args.init_from)
-    optimizer = adam(model.parameters(), args.learning_rate)
+    torch_optimizer = adam(model.parameters(), args.learning_rate)
     train_loader, collator, validation_loader = training_loaders(data, args, run.fold)
-    scheduler = learning_rate_schedule(optimizer, args.lr_scheduler_type, args.warmup_steps, args.lr_patience,
+    model, optimizer, train_loader = accelerator.prepare(model, torch_optimizer, train_loader)
+    # After prepare: the loader's length is this process's share of the batches, the steps this process takes.
+    scheduler = learning_rate_schedule(torch_optimizer, args.lr_scheduler_type, args.warmup_steps, args.lr_patience,
                                        args.num_epochs * len(train_loader) // args.gradient_accumulation_steps)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     state = TrainingState()
     discard_partial_checkpoint(accelerator, run.run_dir)
