@@ -89,6 +89,15 @@ def steps_with_each_batch(scheduler) -> bool:
     return scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
+def scheduled_optimizer_step(optimizer, scheduler, step: int, warmup_steps: int) -> None:
+    """`optimizer.step()` at the schedule's rate: a per-step schedule (cosine) brings its own warm-up and is stepped
+    by the caller; the plateau schedule gets `optimizer_step_with_warmup`'s."""
+    if steps_with_each_batch(scheduler):
+        optimizer.step()
+    else:
+        optimizer_step_with_warmup(optimizer, step, warmup_steps)
+
+
 def validation_loss(model, loader, device) -> float:
     """Mean loss over the whole validation set. Every process computes it on its own (the model does not gather
     across processes in eval mode), so all of them take the same early-stopping decision."""
@@ -159,11 +168,8 @@ def train_epoch(run: RunContext, model, optimizer, loader, state: TrainingState,
             outputs = model(**batch, num_items_in_batch=accelerator.reduce(answer_tokens, "sum"))
             if loss_is_finite_everywhere(accelerator, outputs.loss):
                 accelerator.backward(outputs.loss)
-                if steps_with_each_batch(scheduler):
-                    optimizer.step()
-                else:
-                    optimizer_step_with_warmup(optimizer, state.global_step // args.gradient_accumulation_steps,
-                                               args.warmup_steps)
+                scheduled_optimizer_step(optimizer, scheduler, state.global_step // args.gradient_accumulation_steps,
+                                         args.warmup_steps)
             else:
                 count_nonfinite_step(run, state)
             optimizer.zero_grad()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_tuning.evaluation import distinct_images
-from instruct_tuning.training import adam, learning_rate_schedule, optimizer_step_with_warmup, steps_with_each_batch
+from instruct_tuning.training import adam, learning_rate_schedule, scheduled_optimizer_step, steps_with_each_batch
 from metrics.zero_shot_classification.zero_shot_classification import ZeroShotClassification
 from modeling_mvaema.configuration_mvaema import MVaEMaVisionConfig
 
@@ -103,11 +103,9 @@ def train_one_epoch(model, optimizer, train: LabelledImages, pixel_store, settin
             pixel_values = settings.augmentation(pixel_values, generator=generator)
         loss = model(pixel_values=pixel_values, labels=train.labels[batch].to(device)).loss
         loss.backward()
+        scheduled_optimizer_step(optimizer, scheduler, step, settings.warmup_steps)
         if steps_with_each_batch(scheduler):
-            optimizer.step()
             scheduler.step()
-        else:
-            optimizer_step_with_warmup(optimizer, step, settings.warmup_steps)
         optimizer.zero_grad()
         total += float(loss.detach()) * len(batch)
         step += 1
