@@ -29,17 +29,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from .classification_mvaema import MVaEMaClassificationMixin, MVaEMaClassificationOutput, check_image_index
 from .configuration_mvaema import MVaEMaConfig
 from .layers_mvaema import MVaEMaTextModel, MVaEMaVisionEmbeddings, MVaEMaVisionModel, TextMemory, padding_mask
-from .losses_mvaema import (
-    at_most,
-    image_text_contrastive_loss,
-    image_text_matching_loss,
-    language_modeling_loss,
-    matching_negatives,
-    micrograph_keys,
-    pair_texts,
-    pairs_per_key,
-    token_sequence_keys,
-)
+from .losses_mvaema import MVaEMaLossesMixin
 from .safe_loading_mvaema import checked_loading_options
 
 # `register_for_auto_class` records one auto class per model class; these are added to the saved auto_map by hand.
@@ -386,7 +376,7 @@ class MVaEMaTrainingKwargs(TypedDict, total=False):
     return_logits: bool | None
 
 
-class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixin, GenerationMixin):
+class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaLossesMixin, MVaEMaClassificationMixin, GenerationMixin):
     """MVaEMa for visual question answering: the shared encoders (`model.mvaema`) and the language-model head.
 
     Training: `model(pixel_values, input_ids, attention_mask, labels, image_index)` returns the three losses (ITC, ITM,
@@ -558,7 +548,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
             prompt = (training_inputs.get("pair_prompt_ids"), training_inputs.get("pair_prompt_mask"))
             if prompt[0] is None:
                 prompt = (input_ids[:pairs], attention_mask[:pairs])
-            losses = self._losses(labels[:pairs], token_logits, token_labels, encoder_outputs, prompt, training_inputs)
+            losses = self._losses(
+                labels[:pairs], token_logits, token_labels, encoder_outputs.image_embeds, encoder_outputs.image_index,
+                prompt, training_inputs,
+            )
         output = MVaEMaOutput(
             logits=logits,
             cache=cache,
@@ -666,141 +659,6 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, MVaEMaClassificationMixi
             states.append(group_states[is_answer])
             targets.append(labels[group, :width][is_answer])
         return torch.cat(states), torch.cat(targets)
-
-    def _losses(
-        self,
-        labels: torch.Tensor,
-        token_logits: torch.Tensor,
-        token_labels: torch.Tensor,
-        encoder_outputs: MVaEMaEncoderOutput,
-        prompt: tuple[torch.Tensor | None, torch.Tensor | None],
-        training_inputs: MVaEMaTrainingKwargs,
-    ) -> dict[str, torch.Tensor | None]:
-        """The enabled losses and their weighted sum; ITC and ITM read "prompt + answer" (`pair_texts`) of the first
-        `len(labels)` questions (the others are answer-only rows, `lm_only_rows`)."""
-        losses = {
-            "loss_lm": language_modeling_loss(token_logits, token_labels, training_inputs.get("num_items_in_batch")),
-            "loss_itc": None,
-            "loss_itm": None,
-        }
-        if self.config.use_itc or self.config.use_itm:
-            prompt_ids, prompt_mask = prompt
-            if encoder_outputs.image_embeds is None or encoder_outputs.image_index is None or prompt_ids is None:
-                raise ValueError(
-                    "ITC/ITM need the image embeddings and the prompt; pass pixel_values and input_ids (with "
-                    "encoder_outputs from encode(), which keeps the image embeddings, pass input_ids and "
-                    "attention_mask too)."
-                )
-            prompt_mask = self.mvaema.text_attention_mask(prompt_ids, prompt_mask, "the pair prompt")
-            text_ids, text_mask = pair_texts(
-                prompt_ids, prompt_mask, labels, self.config.pad_token_id, self.config.contrastive_max_length
-            )
-            losses["loss_itc"], losses["loss_itm"] = self._image_text_losses(
-                text_ids, text_mask, encoder_outputs.image_embeds, encoder_outputs.image_index[: len(labels)],
-                training_inputs,
-            )
-        weights = {
-            "loss_itc": self.config.itc_loss_weight,
-            "loss_itm": self.config.itm_loss_weight,
-            "loss_lm": self.config.lm_loss_weight,
-        }
-        losses["loss"] = sum(weights[name] * loss for name, loss in losses.items() if loss is not None)
-        return losses
-
-    def _image_text_losses(
-        self,
-        text_ids: torch.Tensor,
-        text_mask: torch.Tensor,
-        image_embeds: torch.Tensor,
-        image_index: torch.Tensor,
-        training_inputs: MVaEMaTrainingKwargs,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """ITC over the batch (gathered across processes while training) and ITM on hard negatives drawn from it:
-        texts `(B, L)` of the pairs, image_embeds `(I, 1 + patches, Hv)`, image_index `(B,)`."""
-        row_keys, text_keys = micrograph_keys(image_index, training_inputs.get("image_keys"), image_embeds.shape[0])
-        loss_itc, text_to_image = None, None
-        if self.config.use_itc:
-            image_features = self.mvaema.normalized_image_features(image_embeds)
-            text_features = self.mvaema.normalized_text_features(text_ids, text_mask)
-            temperature = self.mvaema.clamped_temperature()
-            # Gathering serves training; an evaluation loss is computed per process, so that each process can score
-            # a whole validation set on its own without waiting for the others.
-            loss_itc = image_text_contrastive_loss(
-                image_features, text_features, row_keys, text_keys, temperature, across_ranks=self.training
-            )
-            if training_inputs.get("caption_ids") is not None:
-                loss_caption = self._caption_contrastive_loss(image_features, image_index, temperature, training_inputs)
-                loss_itc = (loss_itc + loss_caption) / 2
-            text_to_image = (text_features @ image_features.T / temperature).detach()
-        loss_itm = None
-        if self.config.use_itm and text_keys.unique().numel() > 1:
-            loss_itm = self._itm_loss(
-                text_ids, text_mask, image_embeds, image_index, row_keys, text_keys, text_to_image
-            )
-        return loss_itc, loss_itm
-
-    def _caption_contrastive_loss(
-        self,
-        image_features: torch.Tensor,
-        image_index: torch.Tensor,
-        temperature: torch.Tensor,
-        training_inputs: MVaEMaTrainingKwargs,
-    ) -> torch.Tensor:
-        """InfoNCE between the images `(I, D)` and the distinct captions of the batch: an image's positives are the
-        copies of its own caption (on every process), its negatives the other categories' captions."""
-        caption_ids = training_inputs["caption_ids"]
-        caption_mask = self.mvaema.text_attention_mask(caption_ids, training_inputs.get("caption_mask"), "caption_ids")
-        keys = token_sequence_keys(caption_ids, caption_mask)
-        distinct_keys, caption_of_pair = keys.unique(return_inverse=True)
-        first_pair = caption_of_pair.new_full((len(distinct_keys),), len(keys)).scatter_reduce(
-            0, caption_of_pair, torch.arange(len(keys), device=keys.device), reduce="amin"
-        )
-        caption_features = self.mvaema.normalized_text_features(caption_ids[first_pair], caption_mask[first_pair])
-        image_caption_keys = keys.new_full((image_features.shape[0],), -1).scatter(0, image_index, keys)
-        return image_text_contrastive_loss(
-            image_features, caption_features, image_caption_keys, distinct_keys, temperature, across_ranks=self.training
-        )
-
-    def _itm_loss(
-        self,
-        text_ids: torch.Tensor,
-        text_mask: torch.Tensor,
-        image_embeds: torch.Tensor,
-        image_index: torch.Tensor,
-        row_keys: torch.Tensor,
-        text_keys: torch.Tensor,
-        text_to_image: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Binary cross-entropy over P scored pairs (`config.itm_pairs_per_image` per micrograph, at most
-        `config.itm_pairs_per_batch`), P (text, negative image) and P (negative text, image) pairs; negatives drawn by
-        `config.itm_negatives`."""
-        pairs = pairs_per_key(text_keys, self.config.itm_pairs_per_image, shuffle=self.training)
-        pairs = at_most(pairs, self.config.itm_pairs_per_batch, shuffle=self.training)
-        negative_images, negative_texts = self.itm_negatives(text_to_image, image_index, row_keys, text_keys, pairs)
-        text_ids = torch.cat([text_ids[pairs], text_ids[pairs], text_ids[negative_texts]])
-        text_mask = torch.cat([text_mask[pairs], text_mask[pairs], text_mask[negative_texts]])
-        image_rows = torch.cat([image_index[pairs], negative_images, image_index[pairs]])
-        return image_text_matching_loss(
-            self.mvaema.itm_logits(text_ids, text_mask, image_embeds, image_rows), len(pairs)
-        )
-
-    def itm_negatives(
-        self,
-        text_to_image: torch.Tensor | None,
-        image_index: torch.Tensor,
-        row_keys: torch.Tensor,
-        text_keys: torch.Tensor,
-        pairs: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ITM negatives for pairs `(P,)` (default all B): sampled while training from the softmax of the ITC logits
-        `(B, I)` (uniformly without ITC or with `itm_negatives="uniform"`); otherwise the most similar one (without ITC
-        or similarities: the first other). See `losses_mvaema.matching_negatives`."""
-        if text_to_image is None or self.config.itm_negatives == "uniform":
-            text_to_image = torch.zeros(len(text_keys), len(row_keys), device=text_keys.device)
-        if pairs is None:
-            pairs = torch.arange(len(text_keys), device=text_keys.device)
-        sample = self.training and self.config.itm_negatives != "hardest"
-        return matching_negatives(text_to_image, image_index, row_keys, text_keys, pairs, sample)
 
     # --------------------------------------------------------------------------------------------- generation
 
