@@ -7,6 +7,7 @@ the validation loss, `best/` and a checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,39 @@ def make_accelerator(args: ScriptArguments) -> Accelerator:
         log_with="tensorboard",
         project_dir=args.output_dir,
     )
+    check_process_count(accelerator.num_processes, os.environ)
     accelerator.print(f"training with mixed precision {accelerator.mixed_precision} on {accelerator.num_processes} "
                       f"process(es), {accelerator.device}")
     return accelerator
+
+
+CPU_PROCESSES_COMMAND = "ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N run_instruct_tuning.py ..."
+
+
+def check_process_count(num_processes: int, environment: dict) -> None:
+    """Refuse a launch that asked for several processes and got one per copy: on a machine without GPUs,
+    `accelerate launch --multi_gpu` (and plain `torchrun`) start N copies that each train alone into the same run
+    folder, and `accelerate launch --cpu --num_processes N` (without `--mpirun_hostfile`) starts a single process.
+    Both run without a word; the tables would then say one process where N were asked for, or come from N copies
+    overwriting each other."""
+    if num_processes > 1:
+        return
+    world_size = int(environment.get("WORLD_SIZE", "1") or 1)
+    if world_size > 1:
+        raise RuntimeError(
+            f"This process was started as one of {world_size} (WORLD_SIZE={world_size}), but accelerate sees a single "
+            "process: without GPUs each copy would train alone into the same run folder. To train on several CPU "
+            f"processes: {CPU_PROCESSES_COMMAND} (ACCELERATE_USE_CPU=1 makes accelerate join them with gloo); to "
+            "train on one: python run_instruct_tuning.py ..."
+        )
+    cpu_launch = environment.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if cpu_launch and "MASTER_ADDR" in environment and "WORLD_SIZE" not in environment:
+        raise RuntimeError(
+            "accelerate launch --cpu --num_processes N started one process, not N (accelerate starts several CPU "
+            f"processes only through mpirun, --mpirun_hostfile). To train on several CPU processes: "
+            f"{CPU_PROCESSES_COMMAND}; to train on one: accelerate launch --cpu --num_processes 1 run_instruct_tuning.py "
+            "... or python run_instruct_tuning.py ..."
+        )
 
 
 def precision_and_processes(accelerator: Accelerator) -> dict:

@@ -44,13 +44,17 @@ def gather_across_ranks(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
     return torch.cat([part[:n] for part, n in zip(gathered, counts, strict=True)])
 
 
-def contrastive_term(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+def contrastive_term(
+    logits: torch.Tensor, positives: torch.Tensor, num_rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy of each row of `logits` against a uniform distribution over its positives (bool, same shape);
-    rows without a positive are left out. With exactly one positive per row this is the usual InfoNCE term."""
+    rows without a positive are left out. With exactly one positive per row this is the usual InfoNCE term. The mean
+    over the rows kept, or with `num_rows` their sum over `num_rows` (the rows kept on all ranks together)."""
     has_positive = positives.any(dim=1)
     targets = positives[has_positive].float()
     targets = targets / targets.sum(dim=1, keepdim=True)
-    return -(targets * logits[has_positive].log_softmax(dim=1)).sum(dim=1).mean()
+    row_losses = -(targets * logits[has_positive].log_softmax(dim=1)).sum(dim=1)
+    return row_losses.mean() if num_rows is None else row_losses.sum() / num_rows
 
 
 def image_text_contrastive_loss(
@@ -67,15 +71,27 @@ def image_text_contrastive_loss(
     the micrograph (see `micrograph_keys`), so all questions about one micrograph are its positives, never its
     negatives. Text-to-image and image-to-text terms each use soft targets spread evenly over the positives; with one
     text per image this is the paper's L_ITC = (L_I2T + L_T2I) / 2. Under torch.distributed, with `across_ranks`, the
-    features of all ranks are gathered (with gradients) and each rank scores its own rows against all of them.
+    features of all ranks are gathered (with gradients) and each rank scores its own rows against all of them; each
+    term is then this rank's row sum times the world size over the rows of all ranks, so that DDP's averaging of
+    gradients gives the gradient of the global mean also when the ranks hold different numbers of images or texts.
     """
-    gather = gather_across_ranks if across_ranks else lambda tensor, with_grad: tensor
+    gathered = across_ranks and is_distributed()
+    gather = gather_across_ranks if gathered else lambda tensor, with_grad: tensor
     all_images = gather(image_features, with_grad=True)
     all_texts = gather(text_features, with_grad=True)
     all_image_keys = gather(image_keys, with_grad=False)
     all_text_keys = gather(text_keys, with_grad=False)
-    text_to_image = contrastive_term(text_features @ all_images.T / temperature, text_keys[:, None] == all_image_keys)
-    image_to_text = contrastive_term(image_features @ all_texts.T / temperature, image_keys[:, None] == all_text_keys)
+    texts_scored = images_scored = None
+    if gathered:  # rows with a positive, on all ranks, counted from the gathered keys (no further collective)
+        world_size = dist.get_world_size()
+        texts_scored = torch.isin(all_text_keys, all_image_keys).sum() / world_size
+        images_scored = torch.isin(all_image_keys, all_text_keys).sum() / world_size
+    text_to_image = contrastive_term(
+        text_features @ all_images.T / temperature, text_keys[:, None] == all_image_keys, texts_scored
+    )
+    image_to_text = contrastive_term(
+        image_features @ all_texts.T / temperature, image_keys[:, None] == all_text_keys, images_scored
+    )
     return (text_to_image + image_to_text) / 2
 
 

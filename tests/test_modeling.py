@@ -672,8 +672,9 @@ def test_compiled_layers_trace_whole_and_train_identically():
 
 @pytest.mark.slow
 def test_itc_across_two_processes_equals_the_single_process_loss(tmp_path):
-    """Gathered features (with gradients) on 2 gloo ranks reproduce the loss and gradients of the whole batch, with
-    default keys and with image_keys that name one micrograph present on both ranks."""
+    """Gathered features (with gradients) on 2 gloo ranks reproduce the loss and gradients of the whole batch: with
+    default keys, with image_keys that name one micrograph present on both ranks, and with ranks holding different
+    numbers of images and texts (as when a global batch's micrographs split unevenly)."""
     script = tmp_path / "itc_ddp.py"
     script.write_text(
         textwrap.dedent(
@@ -691,20 +692,24 @@ def test_itc_across_two_processes_equals_the_single_process_loss(tmp_path):
 
             torch.manual_seed(0)
             images, texts = torch.randn(6, 8), torch.randn(8, 8)
-            image_index = torch.tensor([0, 0, 1, 2, 0, 0, 1, 2])  # rank 0: texts 0-3, rank 1: texts 4-7
-            scenarios = {  # full-batch keys of the 6 images and 8 texts
-                "default": (torch.arange(6), torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])),
-                "shared": (torch.tensor([10, 11, 12, 12, 13, 14]), torch.tensor([10, 10, 11, 12, 12, 12, 13, 14])),
+            scenarios = {  # full-batch keys of the 6 images and 8 texts, each text's image, rank 0's images and texts
+                "default": (torch.arange(6), torch.tensor([0, 0, 1, 2, 3, 3, 4, 5]),
+                            torch.tensor([0, 0, 1, 2, 3, 3, 4, 5]), 3, 4),
+                "shared": (torch.tensor([10, 11, 12, 12, 13, 14]), torch.tensor([10, 10, 11, 12, 12, 12, 13, 14]),
+                           torch.tensor([0, 0, 1, 2, 3, 3, 4, 5]), 3, 4),
+                "uneven": (torch.arange(6), torch.tensor([0, 1, 1, 2, 3, 4, 5, 5]),
+                           torch.tensor([0, 1, 1, 2, 3, 4, 5, 5]), 2, 3),
             }
-            references = {name: loss_and_grads(images, texts, *keys) for name, keys in scenarios.items()}
+            references = {name: loss_and_grads(images, texts, keys[0], keys[1]) for name, keys in scenarios.items()}
 
             dist.init_process_group("gloo")  # after the single-process references, which must not gather
             rank = dist.get_rank()
-            mine_images, mine_texts = slice(3 * rank, 3 * rank + 3), slice(4 * rank, 4 * rank + 4)
-            local_index = image_index[mine_texts]
-            for name, (image_keys, text_keys) in scenarios.items():
+            for name, (image_keys, text_keys, image_index, images_on_0, texts_on_0) in scenarios.items():
+                mine_images = slice(0, images_on_0) if rank == 0 else slice(images_on_0, 6)
+                mine_texts = slice(0, texts_on_0) if rank == 0 else slice(texts_on_0, 8)
+                local_index = image_index[mine_texts] - mine_images.start
                 given = None if name == "default" else text_keys[mine_texts]
-                row_keys, pair_keys = micrograph_keys(local_index, given, 3)
+                row_keys, pair_keys = micrograph_keys(local_index, given, mine_images.stop - mine_images.start)
                 local_images = images[mine_images].clone().requires_grad_()
                 local_texts = texts[mine_texts].clone().requires_grad_()
                 loss = image_text_contrastive_loss(
