@@ -32,6 +32,7 @@ from instruct_tuning.checkpoints import (
     check_top_level_outputs,
     clear_run_outputs,
     record_top_level_outputs,
+    top_level_outputs_lock,
 )
 from instruct_tuning.data import FoldData, build_pixel_store, corpus_facts, load_corpus, prepare_fold
 from instruct_tuning.factories import build_processor
@@ -106,7 +107,8 @@ def first_mvaema_model(summary: dict, output_dir: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(args=argv)
     output_dir = Path(args.output_dir)
-    check_top_level_outputs(output_dir)  # the tables and the model are replaced at the end, after hours of work
+    with top_level_outputs_lock(output_dir):  # not while another run into this folder writes its tables
+        check_top_level_outputs(output_dir)  # they and the model are replaced at the end, after hours of work
     if args.push_to_hub:  # before an hour of training, not after
         reporting.check_push_target(args.push_to_hub, public=args.hub_public)
     accelerator = make_accelerator(args)
@@ -132,10 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     summary = {}
     if accelerator.is_main_process:
-        summary = reporting.summarize(reporting.finished_runs(output_dir / "runs"), class_names=data.class_names,
-                                      args=asdict(args), wall_time_seconds=time.perf_counter() - started,
-                                      environment=precision_and_processes(accelerator))
-        publish(args, summary, processor, corpus)
+        with top_level_outputs_lock(output_dir):  # another run into this folder may be summarising too
+            summary = reporting.summarize(reporting.finished_runs(output_dir / "runs"), class_names=data.class_names,
+                                          args=asdict(args), wall_time_seconds=time.perf_counter() - started,
+                                          environment=precision_and_processes(accelerator))
+            publish(args, summary, processor, corpus)
     accelerator.end_training()
     return summary
 

@@ -14,10 +14,13 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
+from filelock import FileLock
 
 from instruct_tuning.arguments import ArgumentError
 from instruct_tuning.atomic_io import (
@@ -35,6 +38,7 @@ PARTIAL_CHECKPOINT = "checkpoint-partial"
 BEST_DIR = "best"
 RESULT_FILE = "result.json"
 OWN_FILES_LIST = "files-written-by-the-run.json"
+TOP_LEVEL_LOCK = ".top-level-outputs.lock"
 # What every run writes at the top of --output_dir (reporting.write_reports and save_model_with_card, over every
 # finished run in the folder): replaced by the next run, so each must be a run's own.
 TOP_LEVEL_OUTPUTS = ("results.json", "results.md", *(f"confusion_matrix_{variant}.png" for variant in (MVAEMA, PEER)),
@@ -141,6 +145,17 @@ def check_only_own_files(folders: list[Path]) -> None:
     notes, weights copied in): deleting or replacing those folders would lose them."""
     foreign = [f"{folder}/{name}" for folder in folders if folder.is_dir() for name in _foreign_files(folder)]
     _refuse(foreign, "delete them; move them out of the run folder")
+
+
+@contextmanager
+def top_level_outputs_lock(output_dir: Path) -> Iterator[None]:
+    """Held (an OS file lock, `TOP_LEVEL_LOCK`) while a run checks the tables and model at the top of `output_dir`
+    and while it summarises and replaces them. Runs of other folds or models into one folder, side by side (the
+    quality benchmark's pieces), then never take another's half-written tables for a user's files, and the last to
+    finish writes tables that include every finished run."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(output_dir / TOP_LEVEL_LOCK):
+        yield
 
 
 def check_top_level_outputs(output_dir: Path) -> None:

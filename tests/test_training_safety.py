@@ -225,6 +225,35 @@ def test_a_run_refuses_an_output_dir_whose_tables_or_model_it_did_not_write(tmp_
         run_instruct_tuning.main(["--output_dir", str(output_dir), "--resume"])
 
 
+def test_a_run_starting_while_another_writes_its_tables_into_the_folder_waits_instead_of_refusing(tmp_path,
+                                                                                                   monkeypatch):
+    """Two runs into one --output_dir (other folds or models, side by side): while one summarises and writes its
+    tables (under the folder's lock), the other's start-up check waits, then finds the tables recorded as a run's.
+    Without the lock it read them half-written, took them for a user's files and refused (a 50-epoch piece lost)."""
+    import threading
+
+    output_dir = tmp_path / "out"
+    monkeypatch.setattr(run_instruct_tuning, "make_accelerator", lambda *_: (_ for _ in ()).throw(
+        RuntimeError("the run started its work")))
+    outcome = []
+
+    def second_run():
+        try:
+            run_instruct_tuning.main(["--output_dir", str(output_dir), "--resume"])
+        except Exception as error:  # noqa: BLE001 - the outcome is the assertion
+            outcome.append(error)
+
+    with checkpoints.top_level_outputs_lock(output_dir):  # the first run, publishing
+        (output_dir / "results.md").write_text("tables, written but not yet recorded as the run's")
+        starting = threading.Thread(target=second_run)
+        starting.start()
+        starting.join(timeout=1.0)
+        assert starting.is_alive(), "the start-up check must wait for the lock"
+        checkpoints.record_top_level_outputs(output_dir)
+    starting.join(timeout=30)
+    assert len(outcome) == 1 and str(outcome[0]) == "the run started its work", outcome
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Non-finite losses
 # ----------------------------------------------------------------------------------------------------------------
