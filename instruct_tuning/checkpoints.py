@@ -152,8 +152,11 @@ def top_level_outputs_lock(output_dir: Path) -> Iterator[None]:
     """Held (an OS file lock, `TOP_LEVEL_LOCK`) while a run checks the tables and model at the top of `output_dir`
     and while it summarises and replaces them. Runs of other folds or models into one folder, side by side (the
     quality benchmark's pieces), then never take another's half-written tables for a user's files, and the last to
-    finish writes tables that include every finished run."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    finish writes tables that include every finished run. A folder that does not exist yet holds no tables to wait
+    for, and is not created here (a run refused at start-up leaves nothing behind)."""
+    if not output_dir.is_dir():
+        yield
+        return
     with FileLock(output_dir / TOP_LEVEL_LOCK):
         yield
 

@@ -5,7 +5,8 @@ comment). Each one is checked in two ways:
 
 - parsed: the program's own argument parser (argparse, in this process) reads the command's arguments exactly as
   written and the check stops right after, before anything runs; an unknown flag, a missing required argument or a
-  bad choice fails. `accelerate launch` is parsed by accelerate's parser, then its script by the script's.
+  bad choice fails. `accelerate launch` and `torchrun` are parsed by their own parsers, then the script by the
+  script's.
 - run: the cheap ones (every `--help`, `mvaema-teacher estimate`, `mvaema-synth`, the projection, and, marked slow,
   `mvaema-build-dataset` and `mvaema-predict`) run for real, page by page in the order shown, in a folder that looks
   like a fresh clone's root (the repository's files linked in) holding the inputs the pages name: `data/SEM` (a tiny
@@ -150,9 +151,10 @@ def python_target(argv: list[str]):
 def parse_targets(command: Command) -> list[tuple[str, object, list[str]]]:
     """(label, callable, sys.argv) for each parser the command goes through."""
     program, *args = command.argv
-    if program.startswith("mvaema-") or program == "accelerate":
+    if program.startswith("mvaema-") or program in ("accelerate", "torchrun"):
         targets = [(program, console_script(program), [program, *args])]
-        if program == "accelerate" and args[:1] == ["launch"] and "--help" not in args:
+        launches = (program == "accelerate" and args[:1] == ["launch"]) or program == "torchrun"
+        if launches and "--help" not in args:
             script_at = next(i for i, word in enumerate(args) if word.endswith(".py") or word == "-m")
             call, argv = python_target(args[script_at:])
             targets.append((argv[0], call, argv))

@@ -233,6 +233,7 @@ def test_a_run_starting_while_another_writes_its_tables_into_the_folder_waits_in
     import threading
 
     output_dir = tmp_path / "out"
+    output_dir.mkdir()  # made by the first run
     monkeypatch.setattr(run_instruct_tuning, "make_accelerator", lambda *_: (_ for _ in ()).throw(
         RuntimeError("the run started its work")))
     outcome = []
