@@ -323,6 +323,32 @@ def ablation_tables(summary: dict) -> list[str]:
     lines += ["", "**Table 6: ablations, classification**", "",
               "| Variant | Folds | Avg precision | Avg recall | Avg F1 |", "|---|---|---|---|---|"]
     lines += [_ablation_row(summary, v, "classification", ("macro_precision", "macro_recall", "macro_f1")) for v in rows]
+    return lines + ablation_image_table(summary, rows)
+
+
+# Table 6b's columns: what each ablation does to the ranking and to the image's part in the answers.
+ABLATION_IMAGE_COLUMNS = (("Named, no caption", "no_caption/category_named"),
+                          ("Named, true caption", "caption/category_named"),
+                          ("BLEU-2 the image adds, no caption", "no_caption/adds_bleu2"),
+                          ("BLEU-2 the image adds, true caption", "caption/adds_bleu2"),
+                          ("Facts the image adds, no caption", "no_caption/adds_facts"))
+
+
+def ablation_image_table(summary: dict, rows: list[str]) -> list[str]:
+    """Table 6b: top-1 (by the method each variant's validation chose) beside the category named by the answers and
+    what the micrograph adds over the blank image, so that an ablation's effect on accuracy and on the use of the
+    image are read together."""
+    rows = [v for v in rows if "protocols" in summary[v]]
+    if not rows:
+        return []
+    lines = ["", "**Table 6b: ablations, the ranking and the image's part in the answers (Table 1b's measures)**", "",
+             "| Variant | Folds | Top-1 | Method | " + " | ".join(name for name, _ in ABLATION_IMAGE_COLUMNS) + " |",
+             "|---" * (len(ABLATION_IMAGE_COLUMNS) + 4) + "|"]
+    for variant in rows:
+        methods = ", ".join(sorted(set(summary[variant]["classification_method"]))).upper()
+        cells = [fold_coverage(summary, variant), _cell(summary, variant, "classification", "top1"), methods,
+                 *(_protocol_cell(summary, variant, key) for _, key in ABLATION_IMAGE_COLUMNS)]
+        lines.append(f"| {display_name(variant)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -332,7 +358,7 @@ def _ablation_row(summary: dict, variant: str, part: str, keys: tuple) -> str:
 
 
 def results_tables(summary: dict) -> str:
-    """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6)."""
+    """Markdown tables in the paper's layout (Tables 1, 2, 4, 5, 6), with 1b, 1c and 6b on the use of the image."""
     vqa = vqa_tables(summary)
     lines = [*coverage_note(summary), *vqa, *([""] if vqa else []), *classification_table(summary),
              *per_class_tables(summary), *ablation_tables(summary)]
