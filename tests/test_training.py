@@ -224,6 +224,7 @@ def test_every_ablation_trains_saves_and_evaluates(synthetic_dir, tmp_path):
         assert (tmp_path / "ablations" / "runs" / variant / "fold_0" / "best" / "model.safetensors").exists()
     tables = (tmp_path / "ablations" / "results.md").read_text()
     assert "Table 5" in tables and "w/o CSA" in tables
+    assert "| w/o CSA | fold 0 of 3 |" in tables.split("**Table 6b")[1]  # with what the image adds to its answers
 
 
 def test_bf16_mixed_precision_trains_evaluates_and_saves_fp32_weights(synthetic_dir, tmp_path):
