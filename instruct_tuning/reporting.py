@@ -284,10 +284,15 @@ def classification_table(summary: dict) -> list[str]:
     for model in classification_models(summary):
         section = summary[model]
         cells = [_cell(summary, model, "classification", key) for _, key in CLASSIFICATION_COLUMNS]
-        methods = ", ".join(sorted(set(section["classification_method"])))
+        methods = classification_methods(section)
         lines.append(f"| {display_name(model)} | {fold_coverage(summary, model)} | {' | '.join(cells)} | "
                      f"{_parameters(section)} | {methods} |")
     return lines + passes_line(summary)
+
+
+def classification_methods(section: dict) -> str:
+    """The ranking methods a model's folds used (each fold's validation chooses), e.g. "itc" or "itc, lm"."""
+    return ", ".join(sorted(set(section["classification_method"])))
 
 
 def passes_line(summary: dict) -> list[str]:
@@ -345,7 +350,7 @@ def ablation_image_table(summary: dict, rows: list[str]) -> list[str]:
              "| Variant | Folds | Top-1 | Method | " + " | ".join(name for name, _ in ABLATION_IMAGE_COLUMNS) + " |",
              "|---" * (len(ABLATION_IMAGE_COLUMNS) + 4) + "|"]
     for variant in rows:
-        methods = ", ".join(sorted(set(summary[variant]["classification_method"]))).upper()
+        methods = classification_methods(summary[variant]).upper()
         cells = [fold_coverage(summary, variant), _cell(summary, variant, "classification", "top1"), methods,
                  *(_protocol_cell(summary, variant, key) for _, key in ABLATION_IMAGE_COLUMNS)]
         lines.append(f"| {display_name(variant)} | " + " | ".join(cells) + " |")
